@@ -1,0 +1,93 @@
+"""The application factory. Nothing runs at import time."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from config import Config
+
+from .crypto import Vault
+from .extensions import csrf, db, limiter, login_manager, migrate
+from .security import apply_security_headers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
+                instance_path=str(ROOT / "instance"))
+    values = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
+    values.update(overrides or {})
+    app.config.update(Config.finalise(values))
+    app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"])
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from . import models  # noqa: F401  (models register with the metadata)
+    from .api import bp as api_bp
+    from .auth import bp as auth_bp
+    from .cli import register_cli
+    from .integrations import bp as integrations_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(integrations_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
+    register_cli(app)
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        return db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
+
+    @app.before_request
+    def lead_to_first_run():
+        if request.endpoint in ("static", "auth.setup") or request.blueprint == "api":
+            return None
+        from .services.accounts import first_run_needed
+        if not current_user.is_authenticated and first_run_needed():
+            return redirect(url_for("auth.setup"))
+        return None
+
+    app.after_request(apply_security_headers)
+    _register_error_pages(app)
+    if not app.debug:
+        logging.basicConfig(level=logging.INFO)
+    return app
+
+
+def _wants_json() -> bool:
+    return request.blueprint == "api" or request.path.startswith("/api/")
+
+
+def _register_error_pages(app: Flask) -> None:
+    def page(status: int, title: str, text: str):
+        if _wants_json():
+            return jsonify({"error": title}), status
+        return render_template("error.html", status=status, title=title, text=text), status
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        return page(400, "Form expired", "The form was missing its security token. Go back, reload the page and try again.")
+
+    handlers = {
+        400: ("Bad request", "The request could not be understood."),
+        401: ("Not signed in", "Sign in to continue."),
+        403: ("Not allowed", "Your role does not allow this."),
+        404: ("Not found", "There is nothing here, or it belongs to another organisation."),
+        405: ("Method not allowed", "This address does not take that kind of request."),
+        413: ("Too large", "The request body is larger than this endpoint accepts."),
+        429: ("Too many requests", "Too many attempts. Wait a minute and try again."),
+        500: ("Something went wrong", "The error was logged. Try again in a moment."),
+    }
+    for status, (title, text) in handlers.items():
+        app.register_error_handler(status, lambda exc, s=status, t=title, x=text: page(s, t, x))

@@ -1,0 +1,143 @@
+"""The JSON API (exact contract in issue #2). Bearer tokens; other organisations' ids are 404."""
+from flask import abort, g, jsonify, request
+
+from ..extensions import db
+from ..models import LOG_LEVELS
+from ..providers import INTEGRATION_TYPES
+from ..services import accounts, connection_tests
+from ..services import integrations as svc
+from . import bp
+
+CONFIGURE_SLUGS = {kind.configure_slug: key for key, kind in INTEGRATION_TYPES.items()}
+
+
+@bp.before_request
+def authenticate():
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = accounts.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    if user is None:
+        return jsonify({"error": "A valid API token is required (Authorization: Bearer <token>)."}), 401, {
+            "WWW-Authenticate": "Bearer"}
+    g.api_user = user
+    return None
+
+
+def _org_id() -> int:
+    return g.api_user.organization_id
+
+
+def _owned(integration_id: int):
+    integration = svc.get_for_org(_org_id(), integration_id)
+    if integration is None:
+        abort(404)
+    return integration
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(_bad({"body": ["Send a JSON object with Content-Type: application/json."]}))
+    return body
+
+
+def _bad(errors):
+    response = jsonify({"errors": errors})
+    response.status_code = 400
+    return response
+
+
+@bp.get("/integrations/")
+def list_integrations():
+    kind = request.args.get("type")
+    if kind and kind not in INTEGRATION_TYPES:
+        return _bad({"type": [f"Choose one of: {', '.join(INTEGRATION_TYPES)}."]})
+    return jsonify([svc.serialize(i) for i in svc.list_for_org(_org_id(), kind)])
+
+
+@bp.post("/integrations/")
+def create_integration():
+    body = _json_body()
+    integration, errors = svc.create_integration(_org_id(), g.api_user, body.get("integration_type"),
+                                                 body.get("name"), body.get("provider"))
+    if errors:
+        db.session.rollback()
+        return _bad(errors)
+    db.session.commit()
+    return jsonify(svc.serialize(integration)), 201
+
+
+@bp.get("/integrations/stats/")
+def stats():
+    return jsonify(svc.stats(_org_id()))
+
+
+@bp.get("/integrations/<int:integration_id>/")
+def get_integration(integration_id):
+    return jsonify(svc.serialize(_owned(integration_id)))
+
+
+@bp.put("/integrations/<int:integration_id>/")
+def update_integration(integration_id):
+    integration = _owned(integration_id)
+    body = _json_body()
+    unknown = sorted(set(body) - {"name", "is_active", "status"})
+    errors = {name: ["This field cannot be changed here."] for name in unknown}
+    errors = errors or svc.update(integration, body, g.api_user)
+    if errors:
+        db.session.rollback()
+        return _bad(errors)
+    db.session.commit()
+    return jsonify(svc.serialize(integration))
+
+
+@bp.delete("/integrations/<int:integration_id>/")
+def delete_integration(integration_id):
+    svc.delete(_owned(integration_id), g.api_user)
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/integrations/<int:integration_id>/configure/<slug>/")
+def configure(integration_id, slug):
+    integration = _owned(integration_id)
+    if slug not in CONFIGURE_SLUGS:
+        abort(404)
+    if CONFIGURE_SLUGS[slug] != integration.integration_type:
+        expected = INTEGRATION_TYPES[integration.integration_type].configure_slug
+        return _bad({"integration_type": [f"This is a {integration.integration_type} integration: use configure/{expected}/."]})
+    errors = svc.configure(integration, _json_body(), g.api_user, partial=True)
+    if errors:
+        db.session.rollback()
+        return _bad(errors)
+    db.session.commit()
+    return jsonify(svc.serialize(integration))
+
+
+@bp.post("/integrations/<int:integration_id>/test/")
+def start_test(integration_id):
+    integration = _owned(integration_id)
+    try:
+        test = connection_tests.request_test(integration, g.api_user)
+    except connection_tests.QueueUnavailable as exc:
+        return jsonify({"error": str(exc)}), 503
+    return jsonify({"job_id": test.id, "status": test.status}), 202
+
+
+@bp.get("/integrations/<int:integration_id>/test/<job_id>/")
+def test_result(integration_id, job_id):
+    integration = _owned(integration_id)
+    test = connection_tests.get_test(_org_id(), integration.id, job_id) or abort(404)
+    return jsonify(connection_tests.serialize_test(test))
+
+
+@bp.get("/integrations/<int:integration_id>/logs/")
+def logs(integration_id):
+    integration = _owned(integration_id)
+    level = request.args.get("level")
+    if level and level not in LOG_LEVELS:
+        return _bad({"level": [f"Choose one of: {', '.join(LOG_LEVELS)}."]})
+    page = db.paginate(svc.logs_query(integration, level), per_page=request.args.get("per_page", 50, type=int),
+                       max_per_page=200, error_out=False)
+    return jsonify({"items": [svc.serialize_log(e) for e in page.items], "page": page.page, "pages": page.pages,
+                    "total": page.total})

@@ -1,0 +1,96 @@
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+
+from ..extensions import db, limiter
+from ..models import User
+from ..services import accounts
+from . import bp
+from .forms import AddUserForm, LoginForm, PasswordForm, SetupForm
+
+
+def _attach_errors(form, errors: dict[str, list[str]]) -> None:
+    for name, messages in errors.items():
+        field = getattr(form, name, None)
+        if field is not None:
+            field.errors = list(field.errors) + messages
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("integrations.hub")
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup():
+    if not accounts.first_run_needed():
+        return redirect(url_for("auth.login"))
+    form = SetupForm()
+    if form.validate_on_submit():
+        user, errors = accounts.set_up_first_run(form.organization_name.data, form.email.data, form.password.data)
+        if not errors:
+            db.session.commit()
+            login_user(user)
+            flash("Welcome to Switchboard. Add your first integration below.", "success")
+            return redirect(url_for("integrations.hub"))
+        db.session.rollback()
+        _attach_errors(form, errors)
+    return render_template("auth/setup.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("integrations.hub"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = accounts.authenticate(form.email.data, form.password.data)
+        if user:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")))
+        form.password.errors = ["Wrong email or password."]
+    return render_template("auth/login.html", form=form), 400 if form.errors else 200
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    form = PasswordForm()
+    if form.validate_on_submit():
+        errors = accounts.change_password(current_user, form.current_password.data, form.new_password.data)
+        if not errors:
+            db.session.commit()
+            flash("Your password was changed.", "success")
+            return redirect(url_for("integrations.hub"))
+        _attach_errors(form, errors)
+    return render_template("auth/password.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@login_required
+def users():
+    form = AddUserForm()
+    if request.method == "POST":
+        if not current_user.is_admin:
+            abort(403)
+        if form.validate_on_submit():
+            user, errors = accounts.add_user(current_user.organization, form.email.data, form.password.data, form.role.data)
+            if not errors:
+                db.session.commit()
+                flash(f"{user.email} can now sign in as {user.role}.", "success")
+                return redirect(url_for("auth.users"))
+            db.session.rollback()
+            _attach_errors(form, errors)
+    people = db.session.scalars(select(User).where(User.organization_id == current_user.organization_id)
+                                .order_by(User.email)).all()
+    return render_template("auth/users.html", form=form, users=people), 400 if form.errors else 200

@@ -1,0 +1,1 @@
+"""RQ job entry points. Each runs inside the app context that worker.py sets up."""

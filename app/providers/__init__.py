@@ -1,0 +1,55 @@
+"""The registry of integration types and their provider adapters."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Provider, ProviderSettings
+from .email.mailchimp import MailchimpTransactional
+from .email.mailgun import Mailgun
+from .email.sendgrid import SendGrid
+from .email.ses import AmazonSES
+from .email.smtp import SMTP
+from .facebook.graph_api import FacebookGraphAPI
+from .signup_page.hosted import HostedSignupPage
+from .sms.plivo import Plivo
+from .sms.sns import AmazonSNS
+from .sms.twilio import Twilio
+from .sms.vonage import Vonage
+from .whatsapp.cloud_api import WhatsAppCloudAPI
+
+
+@dataclass(frozen=True)
+class IntegrationType:
+    key: str
+    label: str
+    configure_slug: str  # the last part of /api/integrations/<id>/configure/<slug>/
+    description: str
+    providers: tuple[type[Provider], ...]
+
+    def provider(self, name: str) -> type[Provider] | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+INTEGRATION_TYPES: dict[str, IntegrationType] = {
+    t.key: t
+    for t in (
+        IntegrationType("email", "Email", "email", "Send email through your provider and track delivery.",
+                        (SendGrid, Mailgun, AmazonSES, SMTP, MailchimpTransactional)),
+        IntegrationType("sms", "SMS", "sms", "Send text messages and receive delivery receipts.",
+                        (Twilio, Vonage, AmazonSNS, Plivo)),
+        IntegrationType("whatsapp", "WhatsApp", "whatsapp", "Message customers on WhatsApp through the Cloud API.",
+                        (WhatsAppCloudAPI,)),
+        IntegrationType("signup_page", "Sign-up page", "signup", "Turn sign-ups on your website into contacts.",
+                        (HostedSignupPage,)),
+        IntegrationType("facebook", "Facebook", "facebook", "Receive Lead Ads leads and Messenger conversations.",
+                        (FacebookGraphAPI,)),
+    )
+}
+
+
+def provider_class(integration_type: str, provider: str) -> type[Provider] | None:
+    kind = INTEGRATION_TYPES.get(integration_type)
+    return kind.provider(provider) if kind else None
+
+
+__all__ = ["INTEGRATION_TYPES", "IntegrationType", "Provider", "ProviderSettings", "provider_class"]

@@ -1,0 +1,113 @@
+"""Organisations, users and API tokens."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..models import ROLES, ApiToken, Organization, User, utcnow
+
+MIN_PASSWORD = 10
+Errors = dict[str, list[str]]
+
+
+def first_run_needed() -> bool:
+    return db.session.scalar(select(func.count()).select_from(User)) == 0
+
+
+def normalise_email(value: str) -> str:
+    return validate_email(value.strip(), check_deliverability=False).normalized.lower()
+
+
+def _user_errors(email: str, password: str) -> tuple[str | None, Errors]:
+    errors: Errors = {}
+    clean = None
+    try:
+        clean = normalise_email(email or "")
+    except EmailNotValidError as exc:
+        errors["email"] = [f"Enter a valid email address: {exc}"]
+    if clean and db.session.scalar(select(User.id).where(User.email == clean)):
+        errors["email"] = ["A user with this email already exists."]
+    if len(password or "") < MIN_PASSWORD:
+        errors["password"] = [f"Use at least {MIN_PASSWORD} characters."]
+    return clean, errors
+
+
+def add_user(organization: Organization, email: str, password: str, role: str) -> tuple[User | None, Errors]:
+    clean, errors = _user_errors(email, password)
+    if role not in ROLES:
+        errors["role"] = [f"Choose one of: {', '.join(ROLES)}."]
+    if errors:
+        return None, errors
+    user = User(organization=organization, email=clean, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    return user, {}
+
+
+def set_up_first_run(organization_name: str, email: str, password: str) -> tuple[User | None, Errors]:
+    """Create the organisation and its first admin; refused once any user exists."""
+    if not first_run_needed():
+        return None, {"email": ["Switchboard is already set up: sign in instead."]}
+    name = (organization_name or "").strip()
+    org_errors = {} if 0 < len(name) <= 200 else {"organization_name": ["Give your organisation a name."]}
+    _, errors = _user_errors(email, password)
+    if org_errors or errors:
+        return None, {**org_errors, **errors}
+    return add_user(Organization(name=name), email, password, "admin")
+
+
+def find_or_create_organization(name: str) -> Organization:
+    org = db.session.scalar(select(Organization).where(Organization.name == name))
+    if org is None:
+        org = Organization(name=name)
+        db.session.add(org)
+        db.session.flush()
+    return org
+
+
+def authenticate(email: str, password: str) -> User | None:
+    try:
+        clean = normalise_email(email or "")
+    except EmailNotValidError:
+        return None
+    user = db.session.scalar(select(User).where(User.email == clean))
+    if user is None or not user.check_password(password or ""):
+        return None
+    return user
+
+
+def change_password(user: User, current: str, new: str) -> Errors:
+    if not user.check_password(current or ""):
+        return {"current_password": ["This is not your current password."]}
+    if len(new or "") < MIN_PASSWORD:
+        return {"new_password": [f"Use at least {MIN_PASSWORD} characters."]}
+    user.set_password(new)
+    return {}
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_token(user: User) -> str:
+    """A new bearer token; only its hash is stored, so this is the one time it is seen."""
+    token = "sb_" + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(organization_id=user.organization_id, user_id=user.id, token_hash=_token_hash(token)))
+    return token
+
+
+def user_for_token(token: str) -> User | None:
+    if not token or len(token) > 200:
+        return None
+    api_token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
+    if api_token is None:
+        return None
+    now = utcnow()
+    if api_token.last_used_at is None or (now - api_token.last_used_at).total_seconds() > 60:
+        api_token.last_used_at = now  # saved with the request's commit; at most once a minute
+    return api_token.user

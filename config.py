@@ -1,0 +1,94 @@
+"""Configuration from the environment (12-factor).
+
+Development generates a SECRET_KEY and an encryption key once into `instance/`
+so a first run needs nothing; production refuses to start without them.
+"""
+import os
+import secrets
+import warnings
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", BASE_DIR / "instance"))
+
+PROVIDER_API_BASES = {
+    "SENDGRID_API_BASE": "https://api.sendgrid.com",
+    "MAILGUN_API_BASE": "https://api.mailgun.net",
+    "MAILGUN_EU_API_BASE": "https://api.eu.mailgun.net",
+    "MANDRILL_API_BASE": "https://mandrillapp.com/api/1.0",
+    "TWILIO_API_BASE": "https://api.twilio.com",
+    "VONAGE_API_BASE": "https://rest.nexmo.com",
+    "PLIVO_API_BASE": "https://api.plivo.com",
+    "META_GRAPH_API_BASE": "https://graph.facebook.com",
+}
+
+
+def _flag(name: str, default: str = "0") -> bool:
+    return os.environ.get(name, default).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def database_url(raw: str | None) -> str:
+    """Default to SQLite in instance/; use psycopg 3 for PostgreSQL URLs."""
+    if not raw:
+        return f"sqlite:///{INSTANCE_DIR / 'switchboard.db'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix):]
+    return raw
+
+
+def _instance_secret(filename: str, make) -> str:
+    """Read a development secret from instance/, creating it the first time."""
+    path = INSTANCE_DIR / filename
+    if path.exists():
+        return path.read_text().strip()
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    warnings.warn(f"{filename} was not set; generated one into {path} (development only)", stacklevel=2)
+    return value
+
+
+class Config:
+    APP_ENV = os.environ.get("APP_ENV", "development")
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    ENCRYPTION_KEYS = os.environ.get("ENCRYPTION_KEYS")
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    RQ_QUEUE = os.environ.get("RQ_QUEUE", "switchboard")
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    ALLOW_PRIVATE_NETWORK = _flag("ALLOW_PRIVATE_NETWORK")
+    AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL") or None
+    META_API_VERSION = os.environ.get("META_API_VERSION", "v25.0")
+    PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("PROVIDER_TIMEOUT_SECONDS", "10"))
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = PUBLIC_BASE_URL.startswith("https://")
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    WTF_CSRF_TIME_LIMIT = None
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute")
+    RATELIMIT_HEADERS_ENABLED = True
+    LOGS_PER_PAGE = 50
+
+    @classmethod
+    def finalise(cls, values: dict) -> dict:
+        """Fill development secrets, refuse missing ones in production."""
+        missing = [name for name in ("SECRET_KEY", "ENCRYPTION_KEYS") if not values.get(name)]
+        if missing and values.get("APP_ENV") == "production":
+            raise RuntimeError(f"Refusing to start in production without {', '.join(missing)}")
+        if not values.get("SECRET_KEY"):
+            values["SECRET_KEY"] = _instance_secret("secret_key", lambda: secrets.token_urlsafe(48))
+        if not values.get("ENCRYPTION_KEYS"):
+            values["ENCRYPTION_KEYS"] = _instance_secret("encryption_keys", lambda: Fernet.generate_key().decode())
+        values["RATELIMIT_STORAGE_URI"] = values.get("RATELIMIT_STORAGE_URI") or values["REDIS_URL"]
+        return values
+
+
+for _name, _default in PROVIDER_API_BASES.items():
+    setattr(Config, _name, os.environ.get(_name, _default).rstrip("/"))

@@ -154,3 +154,20 @@ def other_api(app, other_admin) -> Api:
 
 
 __all__ = ["Organization", "PASSWORD", "make_user"]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto in server mode on loopback: boto3 reaches it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def point_at(app, monkeypatch, setting: str, url: str) -> None:
+    """Point one provider's base URL at a local server for this test."""
+    monkeypatch.setitem(app.config, setting, url.rstrip("/"))

@@ -50,6 +50,8 @@ def run_test(test_id: str) -> str:
     if test is None or test.done:
         return "gone"
     integration = db.session.get(Integration, test.integration_id)
+    if integration is None:
+        return "gone"
     test.status = "running"
     db.session.commit()
 

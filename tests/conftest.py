@@ -3,11 +3,13 @@ TEST_DATABASE_URL is set), a real Redis (TEST_REDIS_URL, default database 15 of 
 local server) and a real RQ worker in burst mode."""
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 
 import pytest
 from cryptography.fernet import Fernet
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from redis import Redis
 
@@ -20,6 +22,14 @@ from app.services import accounts
 TEST_KEY = Fernet.generate_key().decode()
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PASSWORD = "correct horse battery"
+
+
+class IsolatedClient(FlaskClient):
+    """Each request runs in an empty context, so it gets its own app context, `g` and
+    database session, as in production, instead of reusing the test's."""
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +50,7 @@ def app(tmp_path_factory):
         "ALLOW_PRIVATE_NETWORK": False,
         "PROVIDER_TIMEOUT_SECONDS": 3.0,
     })
+    app.test_client_class = IsolatedClient
     with app.app_context():
         db.drop_all()
         db.session.execute(db.text("DROP TABLE IF EXISTS alembic_version"))

@@ -1,14 +1,16 @@
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from ..models import ROLES
 
 
+# Fields that the services validate carry no WTForms validators, so every error shows at once.
 class SetupForm(FlaskForm):
-    organization_name = StringField("Organisation name", validators=[DataRequired(), Length(max=200)])
-    email = EmailField("Your email", validators=[DataRequired()])
-    password = PasswordField("Password", validators=[DataRequired()], description="At least 10 characters.")
+    organization_name = StringField("Organisation name", validators=[Length(max=200)])
+    email = EmailField("Your email")
+    password = PasswordField("Password", description="At least 10 characters.")
 
 
 class LoginForm(FlaskForm):
@@ -18,10 +20,10 @@ class LoginForm(FlaskForm):
 
 class PasswordForm(FlaskForm):
     current_password = PasswordField("Current password", validators=[DataRequired()])
-    new_password = PasswordField("New password", validators=[DataRequired()], description="At least 10 characters.")
+    new_password = PasswordField("New password", description="At least 10 characters.")
 
 
 class AddUserForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired()])
-    password = PasswordField("Initial password", validators=[DataRequired()], description="At least 10 characters.")
-    role = SelectField("Role", choices=[(r, r.capitalize()) for r in ROLES], default="staff")
+    email = EmailField("Email")
+    password = PasswordField("Initial password", description="At least 10 characters.")
+    role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], default="staff")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from flask import current_app
 from redis.exceptions import RedisError
@@ -90,3 +91,21 @@ def serialize_test(test: ConnectionTest) -> dict:
 def latest_test(integration: Integration) -> ConnectionTest | None:
     return db.session.scalar(db.select(ConnectionTest).where(ConnectionTest.integration_id == integration.id)
                              .order_by(ConnectionTest.created_at.desc()).limit(1))
+
+
+STUCK_AFTER_SECONDS = 2 * JOB_TIMEOUT_SECONDS
+
+
+def expire_stuck_tests() -> int:
+    """Fail tests whose job can no longer finish (a worker died, Redis lost the job).
+
+    Without this the page would poll a test that never ends.
+    """
+    cutoff = utcnow() - timedelta(seconds=STUCK_AFTER_SECONDS)
+    stuck = db.session.scalars(db.select(ConnectionTest).where(ConnectionTest.status.in_(("queued", "running")),
+                                                               ConnectionTest.created_at < cutoff)).all()
+    for test in stuck:
+        test.status, test.finished_at = "failed", utcnow()
+        test.message = "The test did not finish: no worker picked it up in time. Check that the worker is running."
+    db.session.commit()
+    return len(stuck)

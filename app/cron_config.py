@@ -1,0 +1,13 @@
+"""Periodic jobs for `rq cron app/cron_config.py` (run by scripts/run.sh).
+
+Loaded without an app: it only names the jobs; the worker runs them in its app context.
+"""
+import os
+
+from rq import cron
+
+from app.jobs.maintenance import expire_stuck_tests
+
+QUEUE = os.environ.get("RQ_QUEUE", "switchboard")
+
+cron.register(expire_stuck_tests, QUEUE, interval=300, name="expire-stuck-tests")

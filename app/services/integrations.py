@@ -173,7 +173,7 @@ def update(integration: Integration, data: dict[str, Any], user: User | None) ->
     if name != integration.name:
         log_event(integration, "renamed", f"{_actor(user)} renamed “{integration.name}” to “{name}”.", user=user)
         integration.name = name
-    if status == "inactive":
+    if "status" in data and status == "inactive":
         is_active = False
     if is_active != integration.is_active:
         integration.is_active = is_active

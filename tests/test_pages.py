@@ -1,0 +1,131 @@
+"""The integrations pages as a signed-in user sees them (server side; the browser test drives them too)."""
+from app.extensions import db
+from app.models import ConnectionTest, Integration
+from app.services import integrations as svc
+
+
+def test_hub_shows_a_card_per_type_with_empty_states(browser):
+    html = browser.get("/integrations").get_data(as_text=True)
+    for label in ("Email", "SMS", "WhatsApp", "Sign-up page", "Facebook"):
+        assert f"Add {label}" in html
+        assert f"No {label} integration yet." in html
+
+
+def test_add_form_shows_inline_errors_then_creates(browser):
+    form = browser.get("/integrations/new/email?provider=smtp").get_data(as_text=True)
+    assert 'name="host"' in form and 'name="password"' in form and 'type="password"' in form
+    bad = browser.post("/integrations/new/email", {"name": "Relay", "provider": "smtp", "from_email": "nope",
+                                                   "host": "smtp.example.com", "port": "abc", "security": "starttls"},
+                       token_from="/integrations/new/email")
+    assert bad.status_code == 400
+    html = bad.get_data(as_text=True)
+    assert 'id="error-from_email"' in html and 'id="error-port"' in html and "Enter a whole number." in html
+    assert 'value="smtp.example.com"' in html  # what the user typed is kept
+    assert db.session.query(Integration).count() == 0
+    good = browser.post("/integrations/new/email", {"name": "Relay", "provider": "smtp", "from_email": "a@example.com",
+                                                    "host": "smtp.example.com", "port": "587", "security": "starttls",
+                                                    "username": "u", "password": "pw-secret"})
+    assert good.status_code == 302
+    integration = db.session.query(Integration).one()
+    assert integration.provider == "smtp" and integration.config["port"] == 587
+    assert svc.get_secrets(integration) == {"password": "pw-secret"}
+    hub = browser.get("/integrations").get_data(as_text=True)
+    assert "Relay" in hub and "pending" in hub
+
+
+def test_provider_switch_returns_that_providers_fields(browser):
+    response = browser.get("/integrations/new/sms?provider=twilio", headers={"HX-Request": "true"})
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<div id="provider-fields">')
+    assert 'name="account_sid"' in html and "<html" not in html
+    assert browser.get("/integrations/new/fax").status_code == 404
+
+
+def test_bool_fields_can_be_turned_off(browser):
+    browser.post("/integrations/new/signup_page", {"name": "Newsletter", "provider": "hosted",
+                                                  "form_fields": '[{"name": "email", "type": "email", "label": "Email", "required": true}]',
+                                                  "auto_create_contact": "1"}, token_from="/integrations/new/signup_page")
+    integration = db.session.query(Integration).one()
+    assert integration.config["auto_create_contact"] is True
+    browser.post(f"/integrations/{integration.id}/edit", {"name": "Newsletter",
+                                                         "form_fields": '[{"name": "email", "type": "email", "label": "Email"}]'})
+    db.session.expire_all()
+    assert db.session.get(Integration, integration.id).config["auto_create_contact"] is False
+
+
+def _integration(admin, provider="sendgrid"):
+    integration, _ = svc.create_integration(admin.organization_id, admin, "email", "Mail", provider)
+    db.session.commit()
+    return integration
+
+
+def test_test_button_returns_a_polling_fragment_until_done(browser, admin, run_jobs):
+    integration = _integration(admin)
+    response = browser.post(f"/integrations/{integration.id}/test", headers={"HX-Request": "true"},
+                            token_from=f"/integrations/{integration.id}")
+    html = response.get_data(as_text=True)
+    assert 'hx-trigger="every 1s"' in html and "Test queued" in html and 'class="spinner"' in html
+    test = db.session.query(ConnectionTest).one()
+    run_jobs()
+    done = browser.get(f"/integrations/{integration.id}/tests/{test.id}")
+    body = done.get_data(as_text=True)
+    assert "hx-trigger" not in body and "Connection test failed." in body  # no API key configured
+    assert done.headers["HX-Trigger"] == "integration-tested"
+    summary = browser.get(f"/integrations/{integration.id}/summary").get_data(as_text=True)
+    assert "badge error" in summary and 'id="error-count">1<' in summary
+    assert browser.get(f"/integrations/{integration.id}/tests/nope").status_code == 404
+
+
+def test_test_button_without_htmx_redirects_to_the_detail_page(browser, admin):
+    integration = _integration(admin)
+    response = browser.post(f"/integrations/{integration.id}/test", token_from=f"/integrations/{integration.id}")
+    assert response.status_code == 302
+    page = browser.get(f"/integrations/{integration.id}").get_data(as_text=True)
+    assert "Test queued" in page and "every 1s" in page
+
+
+def test_deactivate_activate_and_delete_with_confirmation(browser, admin):
+    integration = _integration(admin)
+    integration_id = integration.id
+    browser.post(f"/integrations/{integration.id}/active", {"active": "0"}, token_from=f"/integrations/{integration.id}")
+    db.session.expire_all()
+    assert db.session.get(Integration, integration.id).status == "inactive"
+    browser.post(f"/integrations/{integration.id}/active", {"active": "1"})
+    db.session.expire_all()
+    assert db.session.get(Integration, integration.id).status == "pending"
+    confirm = browser.get(f"/integrations/{integration.id}/delete").get_data(as_text=True)
+    assert "Delete Mail?" in confirm and "cannot be undone" in confirm
+    assert db.session.get(Integration, integration.id) is not None  # the GET deletes nothing
+    response = browser.post(f"/integrations/{integration_id}/delete", token_from=f"/integrations/{integration_id}/delete")
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Integration, integration_id) is None
+
+
+def test_log_page_paginates_and_filters(browser, admin):
+    integration = _integration(admin)
+    for n in range(55):
+        svc.log_event(integration, "probe", f"entry number {n}", level="error" if n % 5 == 0 else "info")
+    db.session.commit()
+    first = browser.get(f"/integrations/{integration.id}/logs").get_data(as_text=True)
+    assert "entry number 54" in first and "Older" in first and "Page 1 of 2" in first
+    errors = browser.get(f"/integrations/{integration.id}/logs?level=error").get_data(as_text=True)
+    assert "entry number 50" in errors and "entry number 51" not in errors
+    empty = browser.get(f"/integrations/{integration.id}/logs?level=warning").get_data(as_text=True)
+    assert "No warning entries yet." in empty
+
+
+def test_stats_page_has_counts_and_a_chart(browser, admin):
+    empty = browser.get("/integrations/stats").get_data(as_text=True)
+    assert "No integrations yet." in empty
+    integration = _integration(admin)
+    svc.set_status(integration, "error", "test")
+    db.session.commit()
+    html = browser.get("/integrations/stats").get_data(as_text=True)
+    assert '<svg class="chart"' in html and 'id="errors-24h">1<' in html
+
+
+def test_webhook_url_shown_on_detail(browser, admin):
+    integration = _integration(admin)
+    html = browser.get(f"/integrations/{integration.id}").get_data(as_text=True)
+    assert f"https://switchboard.example.com/api/webhooks/sendgrid/{integration.public_id}/" in html

@@ -14,8 +14,8 @@ ensure_venv() {
   local stamp=".venv/.installed-$(cat "$requirements" requirements.txt | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     echo "==> Installing $requirements"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r "$requirements"
+    # This machine's pip config names local mirrors that may be absent: drop those warnings only.
+    .venv/bin/python -m pip install --quiet -r "$requirements" 2> >(grep -v "is ignored: it is neither" >&2)
     rm -f .venv/.installed-* && touch "$stamp"
   fi
 }

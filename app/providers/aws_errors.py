@@ -61,7 +61,7 @@ def _client_error(exc: boto.ClientError, label: str) -> ProviderError:
     meta = exc.response.get("ResponseMetadata") or {}
     code, message = str(error.get("Code") or "Unknown"), str(error.get("Message") or "").strip()
     status = meta.get("HTTPStatusCode")
-    said = f" ({code}): {message}" if message else f" ({code})."
+    said = f": {code}: {message}" if message else f": {code}."
     if code in CREDENTIAL_CODES:
         return UseAnotherProvider(f"{label} refused the credentials (bad credentials){said}", http_status=status)
     if code in PERMISSION_CODES:

@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from ..base import Field, Provider, UseAnotherProvider
-from ..meta import graph_get
+from ..meta import TOKEN_SUBCODES, graph_get
 
 DIGITS = r"^\d{1,25}$"
 APP_REFUSED = "Meta refused the app ID and app secret (bad credentials)"
@@ -47,8 +47,9 @@ class FacebookGraphAPI(Provider):
         data = body.get("data") if isinstance(body.get("data"), dict) else {}
         if not data.get("is_valid"):
             error = data.get("error") if isinstance(data.get("error"), dict) else {}
+            why = TOKEN_SUBCODES.get(error.get("subcode"))
             said = f" Meta said: {error['message']}" if error.get("message") else ""
-            raise UseAnotherProvider(f"The {kind} is no longer valid: reconnect needed.{said}")
+            raise UseAnotherProvider(f"The {kind} is no longer valid{f' ({why})' if why else ''}: reconnect needed.{said}")
         token_app = str(data.get("app_id") or "")
         if token_app != app_id:
             raise UseAnotherProvider(f"The {kind} was issued for another Meta app ({token_app or 'unknown'}), "

@@ -14,7 +14,7 @@ class AmazonSNS(Provider):
     fields = SENDER_FIELDS + AWS_FIELDS
 
     def client(self, config, secrets):
-        return boto3.client(
+        return boto3.session.Session().client(
             "sns", region_name=config["region"], endpoint_url=self.settings.aws_endpoint_url,
             aws_access_key_id=config["access_key_id"], aws_secret_access_key=secrets["secret_access_key"],
             config=Config(connect_timeout=self.settings.timeout, read_timeout=self.settings.timeout,

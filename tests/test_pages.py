@@ -69,7 +69,8 @@ def test_test_button_returns_a_polling_fragment_until_done(browser, admin, run_j
     run_jobs()
     done = browser.get(f"/integrations/{integration.id}/tests/{test.id}")
     body = done.get_data(as_text=True)
-    assert "hx-trigger" not in body and "Connection test failed." in body  # no API key configured
+    assert "hx-trigger" not in body and "Connection test failed." in body
+    assert "Fill in From email, API key before testing" in body  # nothing was configured
     assert done.headers["HX-Trigger"] == "integration-tested"
     summary = browser.get(f"/integrations/{integration.id}/summary").get_data(as_text=True)
     assert "badge error" in summary and 'id="error-count">1<' in summary

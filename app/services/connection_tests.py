@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from ..extensions import db
 from ..models import ConnectionTest, Integration, User, utcnow
-from ..providers.base import ProviderError
+from ..providers.base import GiveUp, ProviderError
 from ..queue import task_queue
 from . import integrations as svc
 
@@ -56,8 +56,12 @@ def run_test(test_id: str) -> str:
     test.status = "running"
     db.session.commit()
 
+    secrets = svc.get_secrets(integration)
+    missing = svc.missing_required(integration, secrets)
     try:
-        message = svc.adapter_for(integration).check(integration.config or {}, svc.get_secrets(integration))
+        if missing:
+            raise GiveUp(f"Fill in {', '.join(missing)} before testing the connection.")
+        message = svc.adapter_for(integration).check(integration.config or {}, secrets)
         passed = True
     except ProviderError as exc:
         message, passed = exc.reason, False

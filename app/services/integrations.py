@@ -51,6 +51,13 @@ def store_secrets(integration: Integration, values: dict[str, str]) -> None:
     integration.secrets_ciphertext = vault().encrypt_json(values) if values else None
 
 
+def missing_required(integration: Integration, secrets: dict[str, str]) -> list[str]:
+    """Labels of required fields that were never filled in."""
+    config = integration.config or {}
+    return [f.label for f in provider_of(integration).fields
+            if f.required and not (secrets.get(f.name) if f.is_secret else config.get(f.name) not in (None, "", [], {}))]
+
+
 def webhook_url(integration: Integration) -> str | None:
     if not provider_of(integration).receives_webhooks:
         return None

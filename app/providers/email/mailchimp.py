@@ -2,8 +2,8 @@ from ..base import Field, GiveUp, Provider, ProviderError, RetryLater, UseAnothe
 from ..net import call
 from . import SENDER_FIELDS
 
-# Mandrill answers every error with HTTP 500 and {"status": "error", "code": ..., "name": ..., "message": ...};
-# the name, not the HTTP status, says whether a retry can help.
+# Mandrill answers errors with HTTP 500 (historically all of them) and
+# {"status": "error", "code": ..., "name": ..., "message": ...}: the name, not the status, says whether a retry helps.
 MANDRILL_BAD_KEY = {"Invalid_Key"}
 MANDRILL_ACCOUNT_PROBLEMS = {"PaymentRequired", "Unknown_Subaccount", "PoorReputation"}
 MANDRILL_TRANSIENT = {"GeneralError", "ServiceUnavailable"}

@@ -37,7 +37,8 @@ class Mailgun(Provider):
         info = json_body(response, self.label).get("domain") or {}
         state = str(info.get("state") or "unknown").lower()
         if state == "disabled":
-            raise UseAnotherProvider(f"Mailgun has disabled the domain {domain}; it cannot send until Mailgun enables it again.")
+            raise UseAnotherProvider(f"Mailgun has disabled the domain {domain}; "
+                                     "it cannot send until Mailgun enables it again.")
         sentence = f"API key accepted; the domain {domain} is in this account in the {region} region"
         if state == "active":
             sentence += " and verified"

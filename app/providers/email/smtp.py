@@ -1,5 +1,12 @@
-from ..base import Field, Provider
+import smtplib
+import socket
+import ssl
+
+from ..base import Field, GiveUp, Provider, ProviderError, RetryLater, UseAnotherProvider
+from ..net import private_host_error
 from . import SENDER_FIELDS
+
+SECURITY_WORDS = {"starttls": "STARTTLS", "ssl": "implicit TLS"}
 
 
 class SMTP(Provider):
@@ -15,3 +22,143 @@ class SMTP(Provider):
         Field("username", "Username"),
         Field("password", "Password", "secret"),
     )
+
+    def check(self, config, secrets):
+        # Connect, secure the line, sign in, quit: no MAIL FROM and no DATA, so nothing is sent.
+        host, port = str(config["host"]).strip("[]"), int(config["port"])
+        security = config.get("security") or "starttls"
+        username, password = config.get("username") or "", secrets.get("password") or ""
+        where, timeout = f"{host}:{port}", self.settings.timeout
+        addresses = vetted_addresses(host, port, self.settings.allow_private_network)
+        context = ssl.create_default_context()
+        client = None
+        try:
+            if security == "ssl":
+                client = PinnedSMTP_SSL(host, port, addresses=addresses, timeout=timeout, context=context)
+            else:
+                client = PinnedSMTP(host, port, addresses=addresses, timeout=timeout)
+            client.ehlo_or_helo_if_needed()
+            if security == "starttls":
+                if not client.has_extn("starttls"):
+                    raise UseAnotherProvider(f"{where} does not offer STARTTLS, so the connection cannot be encrypted; "
+                                             "choose implicit TLS (usually port 465) if the server supports it.")
+                client.starttls(context=context)
+                client.ehlo_or_helo_if_needed()  # the capabilities seen before TLS no longer count
+            tls_version = client.sock.version() if isinstance(client.sock, ssl.SSLSocket) else None
+            if username:
+                if not client.has_extn("auth"):
+                    raise UseAnotherProvider(f"{where} does not offer sign-in (AUTH) on this connection"
+                                             f"{'' if tls_version else ' without encryption'}.")
+                client.login(username, password)
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                pass  # the work is done; a rude goodbye changes nothing
+        except ProviderError:
+            raise
+        except UnicodeEncodeError:
+            raise GiveUp("The username or password has characters other than plain ASCII, "
+                         "which SMTP sign-in cannot send.") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise smtp_error(exc, where, port, security, timeout) from None
+        finally:
+            if client is not None:
+                client.close()
+
+        secured = f"with {SECURITY_WORDS[security]} ({tls_version})" if tls_version else "without encryption"
+        signed_in = f"signed in as {username}" if username else "no username is set, so sign-in was not tried"
+        return f"Connected to {where} {secured}{' and ' if username else '; '}{signed_in}."
+
+
+def vetted_addresses(host: str, port: int, allow_private: bool) -> list[str]:
+    """Resolve `host` once and refuse private and loopback answers (unless allowed).
+
+    The connection then goes to exactly these addresses, so a second DNS answer cannot steer it elsewhere.
+    """
+    problem = private_host_error(host, allow_private, resolve=False)
+    if problem:
+        raise GiveUp(f"Refused to connect to {host}: {problem}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise RetryLater(f"Could not find {host} (the DNS lookup failed): the host is unreachable.") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    for address in addresses:
+        problem = private_host_error(address, allow_private, resolve=False)
+        if problem:
+            raise GiveUp(f"Refused to connect to {host} ({address}): {problem}")
+    return addresses
+
+
+class _Pinned:
+    """Connect to addresses resolved and vetted beforehand; TLS still checks the certificate against the host name."""
+
+    def __init__(self, host: str, port: int, *, addresses: list[str], **kwargs):
+        self.addresses = addresses
+        super().__init__(host, port, **kwargs)  # connects and reads the greeting
+
+    def _get_socket(self, host, port, timeout):
+        failure: OSError = OSError(f"no address for {host}")
+        for address in self.addresses:
+            try:
+                return super()._get_socket(address, port, timeout)
+            except ssl.SSLError:
+                raise
+            except OSError as exc:
+                failure = exc
+        raise failure
+
+
+class PinnedSMTP(_Pinned, smtplib.SMTP):
+    pass
+
+
+class PinnedSMTP_SSL(_Pinned, smtplib.SMTP_SSL):
+    pass
+
+
+CERTIFICATE_PROBLEMS = (
+    ("expired", "it has expired"),
+    ("not yet valid", "it is not valid yet"),
+    ("mismatch", "it was issued for another name"),
+    ("self-signed", "it is self-signed"),
+    ("self signed", "it is self-signed"),
+    ("issuer", "it is not signed by an authority we trust"),
+)
+
+
+def smtp_error(exc: Exception, where: str, port: int, security: str, timeout: float) -> ProviderError:
+    """Plain words and a type for a failed SMTP exchange, with the server's own reply where there is one."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return UseAnotherProvider(f"{where} refused the username or password (bad credentials): {reply(exc)}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(exc.__context__, TimeoutError):
+        exc = exc.__context__  # smtplib reports a read timeout as a disconnection
+    elif isinstance(exc, smtplib.SMTPServerDisconnected):
+        return RetryLater(f"{where} closed the connection unexpectedly.")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        kind = RetryLater if 400 <= exc.smtp_code < 500 else UseAnotherProvider
+        return kind(f"{where} answered with an error: {reply(exc)}")
+    if isinstance(exc, smtplib.SMTPException):
+        return UseAnotherProvider(f"{where}: {exc}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = exc.verify_message or exc.reason or "unknown reason"
+        plain = next((words for key, words in CERTIFICATE_PROBLEMS if key in message.lower()), "")
+        return UseAnotherProvider(f"TLS failure talking to {where}: the certificate could not be verified"
+                                  f"{f' ({plain}: {message})' if plain else f' ({message})'}.")
+    if isinstance(exc, ssl.SSLError):
+        hint = ""
+        if exc.reason == "WRONG_VERSION_NUMBER" and security == "ssl":
+            hint = "; the server did not answer in TLS, so try STARTTLS (usually port 587)"
+        return UseAnotherProvider(f"TLS failure talking to {where}: the secure handshake failed "
+                                  f"({exc.reason or exc.strerror or 'unknown reason'}){hint}.")
+    if isinstance(exc, TimeoutError):
+        hint = "; port 465 usually needs implicit TLS" if port == 465 and security != "ssl" else ""
+        return RetryLater(f"{where} did not answer within {timeout:g} seconds (timeout){hint}.")
+    if isinstance(exc, ConnectionRefusedError):
+        return RetryLater(f"Could not reach {where}: the connection was refused (unreachable host).")
+    return RetryLater(f"Could not reach {where}: the host is unreachable ({exc.strerror or type(exc).__name__}).")
+
+
+def reply(exc: smtplib.SMTPResponseException) -> str:
+    text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+    return f"{exc.smtp_code} {' '.join(text.split())}".strip()

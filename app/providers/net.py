@@ -73,8 +73,8 @@ def call(
     host = _host_of(url)
     try:
         response = requests.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
-    except requests.exceptions.SSLError:
-        raise RetryLater(f"TLS failure talking to {host}: the certificate could not be verified.") from None
+    except requests.exceptions.SSLError:  # a bad certificate does not mend itself: no retry
+        raise UseAnotherProvider(f"TLS failure talking to {host}: the certificate could not be verified.") from None
     except requests.exceptions.Timeout:
         raise RetryLater(f"{provider_label} did not answer within {timeout:g} seconds (timeout).") from None
     except requests.exceptions.ConnectionError:

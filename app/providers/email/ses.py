@@ -1,8 +1,6 @@
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ..aws import AWS_FIELDS
+from ..aws import AWS_FIELDS, aws_client
 from ..aws_errors import aws_errors
 from ..base import Provider, UseAnotherProvider
 from . import SENDER_FIELDS
@@ -15,26 +13,18 @@ class AmazonSES(Provider):
     receives_webhooks = True
     fields = SENDER_FIELDS + AWS_FIELDS
 
-    def client(self, service: str, config, secrets):
-        return boto3.session.Session().client(
-            service, region_name=config["region"], endpoint_url=self.settings.aws_endpoint_url,
-            aws_access_key_id=config["access_key_id"], aws_secret_access_key=secrets["secret_access_key"],
-            config=Config(connect_timeout=self.settings.timeout, read_timeout=self.settings.timeout,
-                          retries={"mode": "standard", "total_max_attempts": 2}),
-        )
-
     def check(self, config, secrets):
         # GetAccount proves the key pair (SigV4) and shows whether the account may send; it sends nothing.
         region = config["region"]
         with aws_errors(self.label, self.settings.timeout):
             try:
-                account = self.client("sesv2", config, secrets).get_account()
+                account = aws_client("sesv2", self.settings, config, secrets).get_account()
             except ClientError as exc:
                 if (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") != 404:
                     raise
                 # Only SES stand-ins (AWS_ENDPOINT_URL, such as moto) lack GetAccount; SES v1's quota call
                 # proves the key pair there just as well.
-                quota = self.client("ses", config, secrets).get_send_quota()
+                quota = aws_client("ses", self.settings, config, secrets).get_send_quota()
                 return f"Credentials accepted by Amazon SES in {region}; {describe_quota(quota)}."
 
         if not account.get("SendingEnabled", True):

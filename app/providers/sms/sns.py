@@ -1,7 +1,4 @@
-import boto3
-from botocore.config import Config
-
-from ..aws import AWS_FIELDS
+from ..aws import AWS_FIELDS, aws_client
 from ..aws_errors import aws_errors
 from ..base import Provider
 from . import SENDER_FIELDS
@@ -13,18 +10,10 @@ class AmazonSNS(Provider):
     label = "Amazon SNS"
     fields = SENDER_FIELDS + AWS_FIELDS
 
-    def client(self, config, secrets):
-        return boto3.session.Session().client(
-            "sns", region_name=config["region"], endpoint_url=self.settings.aws_endpoint_url,
-            aws_access_key_id=config["access_key_id"], aws_secret_access_key=secrets["secret_access_key"],
-            config=Config(connect_timeout=self.settings.timeout, read_timeout=self.settings.timeout,
-                          retries={"mode": "standard", "max_attempts": 2}),
-        )
-
     def check(self, config, secrets):
         # Reading the account's SMS settings proves the keys (SigV4) and sends nothing.
         with aws_errors(self.label, self.settings.timeout):
-            attributes = self.client(config, secrets).get_sms_attributes(
+            attributes = aws_client("sns", self.settings, config, secrets).get_sms_attributes(
                 attributes=["MonthlySpendLimit", "DefaultSMSType"]).get("attributes") or {}
         details = []
         if attributes.get("MonthlySpendLimit"):

@@ -182,3 +182,34 @@ def moto_endpoint():
 def point_at(app, monkeypatch, setting: str, url: str) -> None:
     """Point one provider's base URL at a local server for this test."""
     monkeypatch.setitem(app.config, setting, url.rstrip("/"))
+
+
+@pytest.fixture
+def moto_keys(app, monkeypatch, moto_endpoint):
+    """Make an IAM user allowed `action` in moto, then have moto check every request's
+    SigV4 signature for the rest of the test. Returns (access key id, secret)."""
+    import json
+    import uuid
+
+    import boto3
+    import requests
+
+    monkeypatch.setitem(app.config, "AWS_ENDPOINT_URL", moto_endpoint)
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=moto_endpoint,
+                       aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="setup")
+    previous = []
+
+    def make(action: str) -> tuple[str, str]:
+        assert not previous, "make one key per test: signatures are checked once the first exists"
+        user = f"switchboard-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="allow", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        previous.append(requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0", timeout=5).json())
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    yield make
+    if previous:
+        requests.post(f"{moto_endpoint}/moto-api/reset-auth",
+                      data=previous[0]["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"].encode(), timeout=5)

@@ -8,9 +8,7 @@ import socket
 import ssl
 import uuid
 
-import boto3
 import pytest
-import requests
 import trustme
 from werkzeug import Response
 
@@ -154,22 +152,8 @@ def test_mandrill_other_errors_say_so(api, mandrill, run_jobs):
 # --- Amazon SES ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def ses_keys(app, monkeypatch, moto_endpoint):
-    """An IAM user allowed to use SES, in moto with request signatures checked for the length of the test."""
-    monkeypatch.setitem(app.config, "AWS_ENDPOINT_URL", moto_endpoint)
-    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=moto_endpoint,
-                       aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="setup")
-    user = f"mailer-{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="ses", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ses:*", "Resource": "*"}]}))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
-    previous = requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0", timeout=5).json()
-    try:
-        yield key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        requests.post(f"{moto_endpoint}/moto-api/reset-auth",
-                      data=previous["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"].encode(), timeout=5)
+def ses_keys(moto_keys):
+    return moto_keys("ses:*")
 
 
 def make_ses(api, key_id, secret, region="us-east-1"):

@@ -4,9 +4,7 @@ import base64
 import json
 import re
 
-import boto3
 import pytest
-import requests
 from werkzeug import Response
 
 from tests.conftest import point_at
@@ -182,25 +180,8 @@ def test_plivo_bad_token(api, plivo, run_jobs):
 # --- Amazon SNS (moto on loopback, with IAM authentication switched on) -------------------
 
 @pytest.fixture
-def sns_keys(app, monkeypatch, moto_endpoint):
-    """A real IAM user and access key in moto; moto then checks every request's SigV4 signature."""
-    monkeypatch.setitem(app.config, "AWS_ENDPOINT_URL", moto_endpoint)
-    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=moto_endpoint,
-                       aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="setup")
-    user = f"switchboard-{id(app)}"
-    iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="sms", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sns:*", "Resource": "*"}]}))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
-    previous = requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0").json()
-    try:
-        yield key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        requests.post(f"{moto_endpoint}/moto-api/reset-auth",
-                      data=previous["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"].encode())
-        iam.delete_user_policy(UserName=user, PolicyName="sms")
-        iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
-        iam.delete_user(UserName=user)
+def sns_keys(moto_keys):
+    return moto_keys("sns:*")
 
 
 def sns_fields(key_id, secret):

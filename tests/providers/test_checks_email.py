@@ -13,38 +13,12 @@ import trustme
 from werkzeug import Response
 
 from tests.conftest import point_at
+from tests.providers.checks import assert_failed, assert_passed, create_configured, run_check
 from tests.providers.smtp_server import free_port, start_server
 
 
 def make_integration(api, provider, **values):
-    created = api.post("/api/integrations/", json={"integration_type": "email", "name": f"Mail {provider}",
-                                                   "provider": provider}).json
-    r = api.post(f"/api/integrations/{created['id']}/configure/email/", json={"from_email": "hi@example.com", **values})
-    assert r.status_code == 200, r.json
-    return created["id"]
-
-
-def run_check(api, run_jobs, integration_id):
-    """Start a connection test, run the worker, return (integration, test result) as the API shows them."""
-    r = api.post(f"/api/integrations/{integration_id}/test/")
-    assert r.status_code == 202, r.json
-    run_jobs()
-    result = api.get(f"/api/integrations/{integration_id}/test/{r.json['job_id']}/").json
-    return api.get(f"/api/integrations/{integration_id}/").json, result
-
-
-def assert_passed(data, result):
-    assert result["status"] == "passed", result
-    assert data["status"] == "active" and data["error_count"] == 0 and data["last_error"] is None
-
-
-def assert_failed(data, result, *words):
-    assert result["status"] == "failed", result
-    assert data["status"] == "error" and data["error_count"] == 1
-    for word in words:
-        assert word in data["last_error"], data["last_error"]
-    assert "Traceback" not in data["last_error"]
-    return data["last_error"]
+    return create_configured(api, "email", provider, "email", {"from_email": "hi@example.com", **values})
 
 
 # --- Mailgun ------------------------------------------------------------------------------------------------

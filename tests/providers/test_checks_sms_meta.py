@@ -1,56 +1,18 @@
 """Connection tests of the SMS, WhatsApp and Facebook adapters, each against a real server on
 loopback speaking the provider's wire format (moto for AWS), through the JSON API and a real RQ worker."""
-import base64
-import json
 import re
 
 import pytest
-from werkzeug import Response
 
 from tests.conftest import point_at
+from tests.providers.checks import assert_failed, assert_passed, basic_auth, create_configured, json_response, run_check
 
 FROM = "+14155552671"
 
 
-def json_response(body, status=200):
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-def basic_auth(request):
-    """(user, password) from an Authorization: Basic header, or None."""
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
-        return None
-    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    return user, password
-
-
-def run_check(api, run_jobs, integration_type, provider, slug, fields):
+def run_new_check(api, run_jobs, integration_type, provider, slug, fields):
     """Create and configure an integration, run its connection test; return (integration, test result)."""
-    created = api.post("/api/integrations/", json={"integration_type": integration_type, "name": provider,
-                                                   "provider": provider})
-    assert created.status_code == 201, created.json
-    integration_id = created.json["id"]
-    r = api.post(f"/api/integrations/{integration_id}/configure/{slug}/", json=fields)
-    assert r.status_code == 200, r.json
-    job_id = api.post(f"/api/integrations/{integration_id}/test/").json["job_id"]
-    run_jobs()
-    return (api.get(f"/api/integrations/{integration_id}/").json,
-            api.get(f"/api/integrations/{integration_id}/test/{job_id}/").json)
-
-
-def assert_passed(data, result):
-    assert result["status"] == "passed", result
-    assert data["status"] == "active" and data["error_count"] == 0 and data["last_error"] is None
-
-
-def assert_failed(data, result, *words):
-    assert result["status"] == "failed", result
-    assert data["status"] == "error" and data["error_count"] == 1
-    for word in words:
-        assert word in data["last_error"], data["last_error"]
-    assert "Traceback" not in data["last_error"]
-    assert data["last_error"] == result["message"]
+    return run_check(api, run_jobs, create_configured(api, integration_type, provider, slug, fields))
 
 
 # --- Twilio -------------------------------------------------------------------------------
@@ -89,19 +51,19 @@ def twilio_fields(sid=TWILIO_SID, token=TWILIO_TOKEN):
 
 
 def test_twilio_good_credentials(api, twilio, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "twilio", "sms", twilio_fields())
+    data, result = run_new_check(api, run_jobs, "sms", "twilio", "sms", twilio_fields())
     assert_passed(data, result)
     assert "Acme Dental" in result["message"] and "active" in result["message"]
     assert TWILIO_TOKEN not in result["message"]
 
 
 def test_twilio_bad_token(api, twilio, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "twilio", "sms", twilio_fields(token="wrong"))
+    data, result = run_new_check(api, run_jobs, "sms", "twilio", "sms", twilio_fields(token="wrong"))
     assert_failed(data, result, "bad credentials", "AuthToken was incorrect", "20003")
 
 
 def test_twilio_suspended_account(api, twilio, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "twilio", "sms", twilio_fields(sid=TWILIO_SUSPENDED_SID))
+    data, result = run_new_check(api, run_jobs, "sms", "twilio", "sms", twilio_fields(sid=TWILIO_SUSPENDED_SID))
     assert_failed(data, result, "Acme Old", "suspended")
 
 
@@ -126,7 +88,7 @@ def vonage(app, monkeypatch, httpserver):
 
 
 def test_vonage_good_credentials(api, vonage, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "vonage", "sms",
+    data, result = run_new_check(api, run_jobs, "sms", "vonage", "sms",
                              {"from_phone_number": FROM, "api_key": VONAGE_KEY, "api_secret": VONAGE_SECRET})
     assert_passed(data, result)
     assert "10.17 EUR" in result["message"]
@@ -135,7 +97,7 @@ def test_vonage_good_credentials(api, vonage, run_jobs):
 
 
 def test_vonage_bad_secret(api, vonage, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "vonage", "sms",
+    data, result = run_new_check(api, run_jobs, "sms", "vonage", "sms",
                              {"from_phone_number": FROM, "api_key": VONAGE_KEY, "api_secret": "wrong"})
     assert_failed(data, result, "bad credentials", "authentication failed")
 
@@ -165,14 +127,14 @@ def plivo(app, monkeypatch, httpserver):
 
 
 def test_plivo_good_credentials(api, plivo, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "plivo", "sms",
+    data, result = run_new_check(api, run_jobs, "sms", "plivo", "sms",
                              {"from_phone_number": FROM, "auth_id": PLIVO_ID, "auth_token": PLIVO_TOKEN})
     assert_passed(data, result)
     assert "Acme Dental" in result["message"] and "23.83" in result["message"]
 
 
 def test_plivo_bad_token(api, plivo, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "plivo", "sms",
+    data, result = run_new_check(api, run_jobs, "sms", "plivo", "sms",
                              {"from_phone_number": FROM, "auth_id": PLIVO_ID, "auth_token": "wrong"})
     assert_failed(data, result, "bad credentials", "Authentication credentials invalid")
 
@@ -189,24 +151,24 @@ def sns_fields(key_id, secret):
 
 
 def test_sns_good_credentials(api, sns_keys, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "sns", "sms", sns_fields(*sns_keys))
+    data, result = run_new_check(api, run_jobs, "sms", "sns", "sms", sns_fields(*sns_keys))
     assert_passed(data, result)
     assert "us-east-1" in result["message"]
 
 
 def test_sns_unknown_access_key(api, sns_keys, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "sns", "sms", sns_fields("AKIAZZZZZZZZZZZZZZZZ", sns_keys[1]))
+    data, result = run_new_check(api, run_jobs, "sms", "sns", "sms", sns_fields("AKIAZZZZZZZZZZZZZZZZ", sns_keys[1]))
     assert_failed(data, result, "bad credentials", "InvalidClientTokenId", "security token included in the request is invalid")
 
 
 def test_sns_wrong_secret(api, sns_keys, run_jobs):
-    data, result = run_check(api, run_jobs, "sms", "sns", "sms", sns_fields(sns_keys[0], "not-the-secret"))
+    data, result = run_new_check(api, run_jobs, "sms", "sns", "sms", sns_fields(sns_keys[0], "not-the-secret"))
     assert_failed(data, result, "bad credentials", "SignatureDoesNotMatch")
 
 
 def test_sns_unreachable_endpoint(api, app, monkeypatch, run_jobs):
     monkeypatch.setitem(app.config, "AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
-    data, result = run_check(api, run_jobs, "sms", "sns", "sms", sns_fields("AKIAIOSFODNN7EXAMPLE", "secret"))
+    data, result = run_new_check(api, run_jobs, "sms", "sns", "sms", sns_fields("AKIAIOSFODNN7EXAMPLE", "secret"))
     assert_failed(data, result, "Could not reach 127.0.0.1", "unreachable")
 
 
@@ -290,7 +252,7 @@ def whatsapp_fields(token=WA_TOKEN, phone_id=PHONE_ID, waba_id=WABA_ID):
 
 
 def check_whatsapp(api, run_jobs, **kw):
-    return run_check(api, run_jobs, "whatsapp", "cloud_api", "whatsapp", whatsapp_fields(**kw))
+    return run_new_check(api, run_jobs, "whatsapp", "cloud_api", "whatsapp", whatsapp_fields(**kw))
 
 
 def test_whatsapp_good_token(api, graph, run_jobs):
@@ -331,7 +293,7 @@ def facebook_fields(**secrets):
 
 
 def check_facebook(api, run_jobs, **fields):
-    return run_check(api, run_jobs, "facebook", "graph_api", "facebook", facebook_fields(**fields))
+    return run_new_check(api, run_jobs, "facebook", "graph_api", "facebook", facebook_fields(**fields))
 
 
 def test_facebook_good_page_token(api, graph, run_jobs):

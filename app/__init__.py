@@ -7,19 +7,29 @@ from pathlib import Path
 from flask import Flask, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.routing import IntegerConverter
 
 from config import Config
 
 from .crypto import Vault
 from .extensions import csrf, db, limiter, login_manager, migrate
-from .security import apply_security_headers
+from .security import apply_security_headers, reject_nul_characters
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class DatabaseInt(IntegerConverter):
+    """<int:…> in URLs, limited to what an INTEGER column holds: a larger id is a 404, not a database error."""
+
+    def __init__(self, url_map, **kwargs):
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, **kwargs)
 
 
 def create_app(overrides: dict | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
                 instance_path=str(ROOT / "instance"))
+    app.url_map.converters["int"] = DatabaseInt
     values = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
     values.update(overrides or {})
     app.config.update(Config.finalise(values))
@@ -48,6 +58,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     @login_manager.user_loader
     def load_user(user_id: str):
         return db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
+
+    app.before_request(reject_nul_characters)
 
     @app.before_request
     def lead_to_first_run():

@@ -3,6 +3,7 @@ from flask import abort, g, jsonify, request
 
 from ..extensions import db
 from ..models import LOG_LEVELS
+from ..pagination import requested_page, requested_per_page
 from ..providers import INTEGRATION_TYPES
 from ..services import accounts, connection_tests
 from ..services import integrations as svc
@@ -137,7 +138,7 @@ def logs(integration_id):
     level = request.args.get("level")
     if level and level not in LOG_LEVELS:
         return _bad({"level": [f"Choose one of: {', '.join(LOG_LEVELS)}."]})
-    page = db.paginate(svc.logs_query(integration, level), per_page=request.args.get("per_page", 50, type=int),
-                       max_per_page=200, error_out=False)
+    page = db.paginate(svc.logs_query(integration, level), page=requested_page(),
+                       per_page=requested_per_page(50, 200), error_out=False)
     return jsonify({"items": [svc.serialize_log(e) for e in page.items], "page": page.page, "pages": page.pages,
                     "total": page.total})

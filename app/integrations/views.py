@@ -3,6 +3,7 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..models import LOG_LEVELS
+from ..pagination import requested_page
 from ..providers import INTEGRATION_TYPES
 from ..services import connection_tests
 from ..services import integrations as svc
@@ -166,7 +167,7 @@ def summary(integration_id):
 def logs(integration_id):
     integration = _owned(integration_id)
     level = request.args.get("level") if request.args.get("level") in LOG_LEVELS else None
-    page = db.paginate(svc.logs_query(integration, level), per_page=50, max_per_page=50, error_out=False)
+    page = db.paginate(svc.logs_query(integration, level), page=requested_page(), per_page=50, error_out=False)
     return render_template("integrations/logs.html", integration=integration, page=page, level=level,
                            levels=LOG_LEVELS)
 

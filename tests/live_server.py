@@ -51,11 +51,10 @@ class WorkerProcess:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
-        self.wait_until_listening()
-        return self
+        return self  # it starts up while the test drives the browser; see wait_until_listening
 
     def wait_until_listening(self, timeout: float = 15.0) -> None:
-        """Wait until the worker has registered itself in Redis for our queue."""
+        """Wait until the worker has registered itself in Redis for our queue (or say why not)."""
         redis = Redis.from_url(self.redis_url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -104,6 +104,7 @@ class IntegrationLog(db.Model):
     __tablename__ = "integration_logs"
     __table_args__ = (
         Index("ix_integration_logs_integration_id_id", "integration_id", "id"),
+        Index("ix_integration_logs_integration_level_id", "integration_id", "level", "id"),
         Index("ix_integration_logs_org_level_created", "organization_id", "level", "created_at"),
     )
 

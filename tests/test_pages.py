@@ -130,3 +130,17 @@ def test_webhook_url_shown_on_detail(browser, admin):
     integration = _integration(admin)
     html = browser.get(f"/integrations/{integration.id}").get_data(as_text=True)
     assert f"https://switchboard.example.com/api/webhooks/sendgrid/{integration.public_id}/" in html
+
+
+def test_hub_caps_each_card_and_links_to_the_full_list(browser, admin, other_admin):
+    for n in range(12):
+        svc.create_integration(admin.organization_id, admin, "sms", f"Line {n:02d}", "twilio")
+    svc.create_integration(other_admin.organization_id, other_admin, "sms", "Not mine", "twilio")
+    db.session.commit()
+    hub = browser.get("/integrations").get_data(as_text=True)
+    assert "Line 09" in hub and "Line 10" not in hub
+    assert "All 12 SMS integrations" in hub and "Not mine" not in hub
+    listing = browser.get("/integrations/type/sms").get_data(as_text=True)
+    assert "Line 11" in listing and "Not mine" not in listing and "Next" not in listing
+    assert "No Email integration." in browser.get("/integrations/type/email").get_data(as_text=True)
+    assert browser.get("/integrations/type/fax").status_code == 404

@@ -11,6 +11,10 @@ from . import bp
 from .forms import ActionForm, IntegrationForm, submitted_fields
 
 
+HUB_ITEMS_PER_TYPE = 10
+TYPE_PAGE_SIZE = 50
+
+
 @bp.before_request
 @login_required
 def require_login():
@@ -35,11 +39,17 @@ def home():
 
 @bp.get("/integrations")
 def hub():
-    by_type = {key: [] for key in INTEGRATION_TYPES}
-    for integration in svc.list_for_org(current_user.organization_id):
-        by_type.setdefault(integration.integration_type, []).append(integration)
-    return render_template("integrations/hub.html", types=INTEGRATION_TYPES, by_type=by_type,
-                           action_form=ActionForm())
+    return render_template("integrations/hub.html", types=INTEGRATION_TYPES, per_type=HUB_ITEMS_PER_TYPE,
+                           cards=svc.hub_cards(current_user.organization_id, HUB_ITEMS_PER_TYPE))
+
+
+@bp.get("/integrations/type/<integration_type>")
+def type_list(integration_type):
+    kind = INTEGRATION_TYPES.get(integration_type) or abort(404)
+    rows = db.session.execute(svc.type_list_query(current_user.organization_id, integration_type)
+                              .limit(TYPE_PAGE_SIZE + 1).offset((requested_page() - 1) * TYPE_PAGE_SIZE)).all()
+    return render_template("integrations/type_list.html", kind=kind, rows=rows[:TYPE_PAGE_SIZE],
+                           page=requested_page(), has_next=len(rows) > TYPE_PAGE_SIZE)
 
 
 @bp.route("/integrations/new/<integration_type>", methods=["GET", "POST"])

@@ -95,6 +95,33 @@ def list_for_org(organization_id: int, integration_type: str | None = None) -> l
     return list(db.session.scalars(query))
 
 
+# What a list row shows: never the config or the ciphertext.
+LIST_COLUMNS = (Integration.id, Integration.integration_type, Integration.provider, Integration.name,
+                Integration.status, Integration.is_active, Integration.last_tested_at, Integration.error_count)
+
+
+def hub_cards(organization_id: int, per_type: int) -> dict[str, tuple[list, int]]:
+    """For each type: its first `per_type` integrations by name, and how many it has. One query."""
+    ranked = select(
+        *LIST_COLUMNS,
+        func.row_number().over(partition_by=Integration.integration_type,
+                               order_by=(Integration.name, Integration.id)).label("rank"),
+        func.count().over(partition_by=Integration.integration_type).label("total"),
+    ).where(Integration.organization_id == organization_id).subquery()
+    cards: dict[str, tuple[list, int]] = {key: ([], 0) for key in INTEGRATION_TYPES}
+    for row in db.session.execute(select(ranked).where(ranked.c.rank <= per_type).order_by(ranked.c.rank)):
+        items, _ = cards.setdefault(row.integration_type, ([], 0))
+        items.append(row)
+        cards[row.integration_type] = (items, row.total)
+    return cards
+
+
+def type_list_query(organization_id: int, integration_type: str):
+    return (select(*LIST_COLUMNS).where(Integration.organization_id == organization_id,
+                                        Integration.integration_type == integration_type)
+            .order_by(Integration.name, Integration.id))
+
+
 def _clean_name(name: Any) -> tuple[str | None, list[str]]:
     if not isinstance(name, str) or not name.strip():
         return None, ["Give the integration a name."]
@@ -231,8 +258,8 @@ def serialize(integration: Integration) -> dict[str, Any]:
 
 
 def logs_query(integration: Integration, level: str | None):
-    query = select(IntegrationLog).where(IntegrationLog.integration_id == integration.id,
-                                         IntegrationLog.organization_id == integration.organization_id)
+    """Newest first. `integration` is already scoped to the organisation, so its id alone selects."""
+    query = select(IntegrationLog).where(IntegrationLog.integration_id == integration.id)
     if level in LOG_LEVELS:
         query = query.where(IntegrationLog.level == level)
     return query.order_by(IntegrationLog.id.desc())

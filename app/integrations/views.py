@@ -95,7 +95,7 @@ def edit(integration_id):
     field_errors: dict[str, list[str]] = {}
     values = dict(integration.config or {})
     if request.method == "POST":
-        values = submitted_fields(provider, request.form)
+        values.update(submitted_fields(provider, request.form))
     if form.validate_on_submit():
         field_errors = svc.update(integration, {"name": form.name.data}, current_user)
         if not field_errors:

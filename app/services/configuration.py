@@ -115,6 +115,17 @@ def _clean(f: Field, value: Any, allow_private: bool) -> Any:
     return text
 
 
+def generated_value() -> str:
+    return token_source.token_urlsafe(24)
+
+
+def initial_config(provider: type[Provider]) -> dict[str, Any]:
+    """A new integration's configuration: declared defaults and generated values (verify tokens)."""
+    config = {f.name: f.default for f in provider.fields if f.default is not None and not f.is_secret}
+    config.update({f.name: generated_value() for f in provider.fields if f.kind == "generated"})
+    return config
+
+
 def validate_config(
     provider: type[Provider],
     adapter: Provider,
@@ -140,9 +151,7 @@ def validate_config(
 
     for f in provider.fields:
         if f.kind == "generated":
-            config.setdefault(f.name, None)
-            if not config.get(f.name):
-                config[f.name] = token_source.token_urlsafe(24)
+            config[f.name] = config.get(f.name) or generated_value()
             continue
         given = f.name in data
         if f.is_secret:

@@ -15,7 +15,7 @@ from ..extensions import db
 from ..models import INTEGRATION_STATUSES, LOG_LEVELS, Integration, IntegrationLog, User, utcnow
 from ..providers import INTEGRATION_TYPES, Provider, ProviderSettings, provider_class
 from ..providers.base import PROVIDER_API_BASE_NAMES
-from .configuration import validate_config
+from .configuration import initial_config, validate_config
 
 Errors = dict[str, list[str]]
 MAX_NAME = 200
@@ -146,11 +146,8 @@ def create_integration(organization_id: int, user: User | None, integration_type
     if errors:
         return None, errors
     integration = Integration(organization_id=organization_id, integration_type=integration_type,
-                              provider=provider, name=clean_name, status="pending", is_active=True, config={})
-    # Generated values (webhook verify tokens) and defaults exist from the start.
-    result = validate_config(kind.provider(provider), kind.provider(provider)(provider_settings()), {}, {}, {},
-                             partial=True, allow_private=True)
-    integration.config = {k: v for k, v in result.config.items() if v is not None}
+                              provider=provider, name=clean_name, status="pending", is_active=True,
+                              config=initial_config(kind.provider(provider)))
     db.session.add(integration)
     db.session.flush()
     log_event(integration, "created", f"{_actor(user)} added {kind.label} integration “{clean_name}” ({provider}).",

@@ -56,7 +56,9 @@ def app(tmp_path_factory):
         db.session.execute(db.text("DROP TABLE IF EXISTS alembic_version"))
         db.session.commit()
         upgrade()  # the real migrations, on SQLite or PostgreSQL
-    return app
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ class IntegrationType:
     configure_slug: str  # the last part of /api/integrations/<id>/configure/<slug>/
     description: str
     providers: tuple[type[Provider], ...]
+    first_step: str  # what the empty state tells people to do
 
     def provider(self, name: str) -> type[Provider] | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -34,15 +35,20 @@ INTEGRATION_TYPES: dict[str, IntegrationType] = {
     t.key: t
     for t in (
         IntegrationType("email", "Email", "email", "Send email through your provider and track delivery.",
-                        (SendGrid, Mailgun, AmazonSES, SMTP, MailchimpTransactional)),
+                        (SendGrid, Mailgun, AmazonSES, SMTP, MailchimpTransactional),
+                        "pick your email provider or SMTP server, enter its credentials, then run a connection test."),
         IntegrationType("sms", "SMS", "sms", "Send text messages and receive delivery receipts.",
-                        (Twilio, Vonage, AmazonSNS, Plivo)),
+                        (Twilio, Vonage, AmazonSNS, Plivo),
+                        "pick your SMS provider, enter your sending number and credentials, then run a connection test."),
         IntegrationType("whatsapp", "WhatsApp", "whatsapp", "Message customers on WhatsApp through the Cloud API.",
-                        (WhatsAppCloudAPI,)),
+                        (WhatsAppCloudAPI,),
+                        "enter the phone number ID, business account ID and access token from Meta's API Setup page."),
         IntegrationType("signup_page", "Sign-up page", "signup", "Turn sign-ups on your website into contacts.",
-                        (HostedSignupPage,)),
+                        (HostedSignupPage,),
+                        "describe the form's fields; each sign-up then becomes a contact."),
         IntegrationType("facebook", "Facebook", "facebook", "Receive Lead Ads leads and Messenger conversations.",
-                        (FacebookGraphAPI,)),
+                        (FacebookGraphAPI,),
+                        "enter your Meta app's ID and secret and your page's access token, then run a connection test."),
     )
 }
 

@@ -48,11 +48,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .auth import bp as auth_bp
     from .cli import register_cli
     from .integrations import bp as integrations_bp
+    from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(integrations_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(webhooks_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
+    csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     register_cli(app)
 
     @login_manager.user_loader
@@ -63,7 +66,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.before_request
     def lead_to_first_run():
-        if request.endpoint in ("static", "auth.setup") or request.blueprint == "api":
+        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "webhooks"):
             return None
         from .services.accounts import first_run_needed
         if not current_user.is_authenticated and first_run_needed():

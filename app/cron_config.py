@@ -7,7 +7,9 @@ import os
 from rq import cron
 
 from app.jobs.maintenance import expire_stuck_tests
+from app.jobs.webhooks import sweep
 
 QUEUE = os.environ.get("RQ_QUEUE", "switchboard")
 
 cron.register(expire_stuck_tests, QUEUE, interval=300, name="expire-stuck-tests")
+cron.register(sweep, QUEUE, interval=60, name="sweep-pending-webhooks-and-messages")

@@ -1,10 +1,12 @@
 """Database models. Every row belongs to an organisation (DESIGN rule 4)."""
 import secrets
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -88,6 +90,12 @@ class Integration(db.Model):
     last_sync_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     error_count: Mapped[int] = mapped_column(default=0)
+    # Sending: lower priority is tried first; rate_limit in messages per second (None: the provider's default).
+    priority: Mapped[int] = mapped_column(default=100, server_default="100")
+    rate_limit: Mapped[float | None]
+    sandbox: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Provider-side send failures in a row; enough of them mark the integration as in error.
+    consecutive_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -140,3 +148,95 @@ class ConnectionTest(db.Model):
     @property
     def done(self) -> bool:
         return self.status in ("passed", "failed")
+
+
+MESSAGE_STATUSES = ("queued", "scheduled", "sending", "sent", "delivered", "opened", "clicked", "read",
+                    "bounced", "failed", "sandboxed")
+CHANNELS = ("email", "sms", "whatsapp")
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Message(db.Model):
+    """An outbound message: a row (with its own id) before anything is sent."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "idempotency_key", name="uq_messages_org_idempotency_key"),
+        Index("ix_messages_org_created", "organization_id", "created_at"),
+        Index("ix_messages_integration_created", "integration_id", "created_at"),
+        Index("ix_messages_provider_message_id", "provider_message_id"),
+        Index("ix_messages_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_message_id)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    # The integration that will send (or finally sent) it; failover moves it.
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(10))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(998))
+    body: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    bulk_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    send_at: Mapped[datetime | None]
+    sending_started_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    events: Mapped[list["MessageEvent"]] = relationship(order_by="MessageEvent.id", cascade="all, delete-orphan",
+                                                        passive_deletes=True)
+
+
+class MessageEvent(db.Model):
+    """The message's timeline: queued, sending, failover, retries, sent, and what webhooks said."""
+
+    __tablename__ = "message_events"
+    __table_args__ = (UniqueConstraint("message_id", "dedup_key", name="uq_message_events_message_dedup"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(Text)
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id", ondelete="SET NULL"))
+    dedup_key: Mapped[str | None] = mapped_column(String(255))  # a webhook event's own key
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+WEBHOOK_STATUSES = ("pending", "processed", "failed")
+
+
+class WebhookEvent(db.Model):
+    """A verified webhook, stored before it is acknowledged; a job processes it."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "dedup_key", name="uq_webhook_events_integration_dedup"),
+        Index("ix_webhook_events_integration_id_id", "integration_id", "id"),
+        Index("ix_webhook_events_status_received", "status", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(30))
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    form: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    processed_at: Mapped[datetime | None]

@@ -28,7 +28,8 @@ def test_create_returns_the_contract_shape(api):
                          "webhook_url", "last_sync_at", "last_error", "error_count", "created_at", "updated_at"}
     assert data["status"] == "pending" and data["is_active"] is True and data["error_count"] == 0
     assert data["secrets"] == {"api_key": False}
-    assert data["config"] == {"from_email": None, "from_name": None, "reply_to": None}
+    assert data["config"] == {"from_email": None, "from_name": None, "reply_to": None, "webhook_verification_key": None}
+    assert data["priority"] == 100 and data["sandbox"] is False and data["rate_limit"] == 100.0
     public_id = db.session.get(Integration, data["id"]).public_id
     assert data["webhook_url"] == f"https://switchboard.example.com/api/webhooks/sendgrid/{public_id}/"
     assert str(data["id"]) != public_id and len(public_id) >= 20

@@ -2,10 +2,10 @@
 from flask import abort, g, jsonify, request
 
 from ..extensions import db
-from ..models import LOG_LEVELS
+from ..models import CHANNELS, LOG_LEVELS, MESSAGE_STATUSES, Message
 from ..pagination import requested_page, requested_per_page
 from ..providers import INTEGRATION_TYPES
-from ..services import accounts, connection_tests
+from ..services import accounts, connection_tests, messaging
 from ..services import integrations as svc
 from . import bp
 
@@ -82,7 +82,7 @@ def get_integration(integration_id):
 def update_integration(integration_id):
     integration = _owned(integration_id)
     body = _json_body()
-    unknown = sorted(set(body) - {"name", "is_active", "status"})
+    unknown = sorted(set(body) - {"name", "is_active", "status", "priority", "rate_limit", "sandbox"})
     errors = {name: ["This field cannot be changed here."] for name in unknown}
     errors = errors or svc.update(integration, body, g.api_user)
     if errors:
@@ -142,3 +142,58 @@ def logs(integration_id):
                        per_page=requested_per_page(50, 200), error_out=False)
     return jsonify({"items": [svc.serialize_log(e) for e in page.items], "page": page.page, "pages": page.pages,
                     "total": page.total})
+
+
+@bp.post("/messages/")
+def send_message():
+    message, errors, _ = messaging.create_message(_org_id(), _json_body())
+    if errors:
+        return _bad(errors)
+    return jsonify({"id": message.id, "status": message.status}), 202
+
+
+@bp.post("/messages/bulk/")
+def send_bulk():
+    bulk_id, messages, errors = messaging.create_bulk(_org_id(), _json_body())
+    if errors:
+        return _bad(errors)
+    return jsonify({"bulk_id": bulk_id, "ids": [m.id for m in messages],
+                    "messages": [{"id": m.id, "status": m.status} for m in messages]}), 202
+
+
+@bp.get("/messages/bulk/<bulk_id>/")
+def bulk_progress(bulk_id):
+    progress = messaging.bulk_progress(_org_id(), bulk_id) or abort(404)
+    return jsonify(progress)
+
+
+@bp.get("/messages/<message_id>/")
+def get_message(message_id):
+    message = messaging.get_for_org(_org_id(), message_id) or abort(404)
+    return jsonify(messaging.serialize(message))
+
+
+@bp.get("/messages/")
+def list_messages():
+    errors = {}
+    query = db.select(Message).where(Message.organization_id == _org_id())
+    status, channel, integration_id = (request.args.get(k) for k in ("status", "channel", "integration_id"))
+    if status:
+        if status not in MESSAGE_STATUSES:
+            errors["status"] = [f"Choose one of: {', '.join(MESSAGE_STATUSES)}."]
+        query = query.where(Message.status == status)
+    if channel:
+        if channel not in CHANNELS:
+            errors["channel"] = [f"Choose one of: {', '.join(CHANNELS)}."]
+        query = query.where(Message.channel == channel)
+    if integration_id:
+        if not integration_id.isdigit() or int(integration_id) >= 2**31:
+            errors["integration_id"] = ["Give an integration id."]
+        else:
+            query = query.where(Message.integration_id == int(integration_id))
+    if errors:
+        return _bad(errors)
+    page = db.paginate(query.order_by(Message.created_at.desc(), Message.id.desc()), page=requested_page(),
+                       per_page=requested_per_page(50, 200), error_out=False)
+    return jsonify({"items": [messaging.serialize(m, with_events=False) for m in page.items], "page": page.page,
+                    "pages": page.pages, "total": page.total})

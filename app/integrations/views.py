@@ -10,7 +10,6 @@ from ..services import integrations as svc
 from . import bp
 from .forms import ActionForm, IntegrationForm, submitted_fields
 
-
 HUB_ITEMS_PER_TYPE = 10
 TYPE_PAGE_SIZE = 50
 

@@ -5,6 +5,7 @@ they take plain values (config, secrets, settings) and return plain results.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -73,12 +74,79 @@ class GiveUp(ProviderError):
     """The recipient or the content is wrong; no retry and no other provider will help."""
 
 
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One message to deliver, in plain values. `id` is ours: adapters pass it to the provider
+    where it echoes it back in status webhooks (custom args, client references, callback URLs)."""
+
+    id: str
+    channel: str
+    to: str
+    subject: str | None = None
+    body: str | None = None
+    html: str | None = None
+    template: dict[str, Any] | None = None  # WhatsApp: {"name", "language", "parameters": [str, ...]}
+    media_url: str | None = None
+    status_callback_url: str | None = None  # the integration's webhook URL, for providers that take one per message
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str | None
+    sandboxed: bool = False
+
+
+@dataclass(frozen=True)
+class InboundWebhook:
+    """A webhook request as it arrived, before anything trusts it."""
+
+    method: str
+    url: str  # the public URL the provider called (PUBLIC_BASE_URL + path + query), not request.url
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    form: tuple[tuple[str, str], ...] = ()  # decoded form fields, in order, when form-encoded
+    query: tuple[tuple[str, str], ...] = ()
+    received_at: float = 0.0  # Unix time, for timestamp tolerance
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+class WebhookRejected(Exception):
+    """The request does not prove it comes from the provider (401), or cannot be read (400)."""
+
+    def __init__(self, reason: str, status: int = 401):
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+# What a status webhook can say about a message; processing keeps the furthest state.
+EVENT_STATUSES = ("sent", "delivered", "opened", "clicked", "read", "bounced", "failed")
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """One thing a provider says about one message."""
+
+    dedup_key: str  # unique per event: a second delivery of it changes nothing
+    status: str | None  # one of EVENT_STATUSES, or None for events that change no status (deferred, ...)
+    description: str  # in plain words: "Delivered", "Bounced: mailbox does not exist"
+    provider_message_id: str | None = None
+    message_id: str | None = None  # ours, when the provider echoed it back
+    occurred_at: float | None = None  # Unix time
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 class Provider:
     integration_type: ClassVar[str]
     name: ClassVar[str]
     label: ClassVar[str]
     fields: ClassVar[tuple[Field, ...]]
     receives_webhooks: ClassVar[bool] = False
+    # Messages per second the provider documents for one account; the integration's rate_limit defaults to it.
+    default_rate_limit: ClassVar[float] = 1.0
+    # The provider has its own test mode (SendGrid sandbox_mode, Mailgun o:testmode): sandboxed sends still call it.
+    has_test_mode: ClassVar[bool] = False
 
     def __init__(self, settings: ProviderSettings):
         self.settings = settings
@@ -101,6 +169,33 @@ class Provider:
         Returns a short description of what was proven; raises ProviderError otherwise.
         """
         raise NotImplementedError
+
+    def send(self, config: dict[str, Any], secrets: dict[str, str], message: OutboundMessage, *,
+             sandbox: bool) -> SendResult:
+        """Deliver one message (or, with sandbox and has_test_mode, have the provider accept it
+        without delivering). Raises RetryLater, UseAnotherProvider or GiveUp."""
+        raise NotImplementedError
+
+    def verify_webhook(self, config: dict[str, Any], secrets: dict[str, str], request: InboundWebhook) -> None:
+        """Raise WebhookRejected unless the raw request proves it comes from the provider
+        (signature, timestamp tolerance). Runs before anything else reads the request."""
+        raise WebhookRejected("This provider's webhooks are not accepted.", 404)
+
+    def webhook_dedup_key(self, request: InboundWebhook) -> str:
+        """What identifies this delivery, so the provider's retry of it is stored once."""
+        return hashlib.sha256(request.body + repr(request.form).encode()).hexdigest()
+
+    def parse_webhook(self, config: dict[str, Any], request: InboundWebhook) -> list[StatusEvent]:
+        """Turn a verified webhook into status events. Raises WebhookRejected(..., 400) if unreadable."""
+        return []
+
+    def act_on_event(self, config: dict[str, Any], secrets: dict[str, str], event: StatusEvent) -> None:
+        """Work an event needs beyond a status change, run by the processing job
+        (Amazon SNS: confirm a subscription by fetching its SubscribeURL)."""
+
+    def answer_webhook_get(self, config: dict[str, Any], secrets: dict[str, str], request: InboundWebhook) -> str | None:
+        """The body for a provider's GET handshake (Meta's hub.challenge), or None when there is none."""
+        return None
 
 
 # Settings names of every provider base URL; config.py gives each its real default.

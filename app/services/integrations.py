@@ -19,6 +19,7 @@ from .configuration import initial_config, validate_config
 
 Errors = dict[str, list[str]]
 MAX_NAME = 200
+SENDING_TYPES = ("email", "sms", "whatsapp")
 
 
 def provider_settings() -> ProviderSettings:
@@ -199,8 +200,14 @@ def update(integration: Integration, data: dict[str, Any], user: User | None) ->
     status = data.get("status", integration.status)
     if status not in INTEGRATION_STATUSES:
         errors["status"] = [f"Choose one of: {', '.join(INTEGRATION_STATUSES)}."]
+    sending = _sending_settings(integration, data, errors)
     if errors:
         return errors
+    for name, value in sending.items():
+        if getattr(integration, name) != value:
+            log_event(integration, "sending_changed", f"{_actor(user)} set {name.replace('_', ' ')} to {value}.",
+                      details={"field": name, "value": value}, user=user)
+            setattr(integration, name, value)
     if name != integration.name:
         log_event(integration, "renamed", f"{_actor(user)} renamed “{integration.name}” to “{name}”.", user=user)
         integration.name = name
@@ -217,6 +224,36 @@ def update(integration: Integration, data: dict[str, Any], user: User | None) ->
     set_status(integration, status, f"set by {_actor(user)}", user=user)
     integration.updated_at = utcnow()
     return {}
+
+
+MAX_RATE_LIMIT = 10_000.0
+
+
+def _sending_settings(integration: Integration, data: dict[str, Any], errors: Errors) -> dict[str, Any]:
+    """priority (int, lower first), rate_limit (messages per second, null for the provider's default), sandbox."""
+    values: dict[str, Any] = {}
+    if "priority" in data:
+        value = data["priority"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+            errors["priority"] = ["Give a whole number from 0 to 1000000; lower is tried first."]
+        else:
+            values["priority"] = value
+    if "rate_limit" in data:
+        value = data["rate_limit"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.01 <= value <= MAX_RATE_LIMIT):
+            errors["rate_limit"] = [f"Give messages per second from 0.01 to {MAX_RATE_LIMIT:g}, or null for the default."]
+        else:
+            values["rate_limit"] = float(value) if value is not None else None
+    if "sandbox" in data:
+        if not isinstance(data["sandbox"], bool):
+            errors["sandbox"] = ["Give true or false."]
+        else:
+            values["sandbox"] = data["sandbox"]
+    if values and integration.integration_type not in SENDING_TYPES:
+        for name in values:
+            errors[name] = ["Only email, SMS and WhatsApp integrations send messages."]
+    return values
 
 
 def delete(integration: Integration, user: User | None) -> None:
@@ -251,6 +288,10 @@ def serialize(integration: Integration) -> dict[str, Any]:
     url = webhook_url(integration)
     if url:
         data["webhook_url"] = url
+    if integration.integration_type in SENDING_TYPES:
+        data.update(priority=integration.priority, sandbox=integration.sandbox,
+                    rate_limit=integration.rate_limit or cls.default_rate_limit,
+                    rate_limit_is_default=integration.rate_limit is None)
     return data
 
 

@@ -1,0 +1,173 @@
+"""Delivering one message: claim it, pace it, send it, fail over, retry with backoff, record everything.
+
+A message is claimed by moving it from queued/scheduled to sending in one conditional UPDATE,
+so a duplicated or retried job never sends it twice.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from ..extensions import db
+from ..models import Integration, Message, User, utcnow
+from ..providers.base import GiveUp, OutboundMessage, ProviderError, RetryLater, SendResult
+from ..queue import redis_connection, task_queue
+from . import integrations as svc
+from .messaging import add_event, first_in_line
+from .pacing import Pacer
+
+MAX_ATTEMPTS = 5
+RETRY_INTERVALS = (10, 30, 90, 270)  # seconds before attempts 2..5: exponential backoff
+FAILURES_BEFORE_ERROR = 5  # provider-side failures in a row that mark an integration as in error
+MAX_PACING_WAIT = 30.0
+
+
+class TryAgain(Exception):
+    """Raised by the job so that RQ's Retry schedules the next attempt."""
+
+
+def claim(message_id: str) -> Message | None:
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Message).where(Message.id == message_id, Message.status.in_(("queued", "scheduled")))
+        .values(status="sending", sending_started_at=now, attempts=Message.attempts + 1, updated_at=now)
+    ).rowcount
+    db.session.commit()
+    return db.session.get(Message, message_id) if claimed == 1 else None
+
+
+def candidates(message: Message) -> list[Integration]:
+    """The message's integration first, then the other active ones of its type by priority."""
+    chosen = db.session.get(Integration, message.integration_id) if message.integration_id else None
+    line = [chosen] if chosen is not None and chosen.is_active else []
+    others = select(Integration).where(Integration.organization_id == message.organization_id,
+                                       Integration.integration_type == message.channel,
+                                       Integration.is_active.is_(True)).order_by(Integration.priority, Integration.id)
+    return line + [i for i in db.session.scalars(others) if chosen is None or i.id != chosen.id]
+
+
+def outbound(message: Message, integration: Integration) -> OutboundMessage:
+    return OutboundMessage(id=message.id, channel=message.channel, to=message.recipient, subject=message.subject,
+                           body=message.body, html=message.html, template=message.template,
+                           media_url=message.media_url, status_callback_url=svc.webhook_url(integration))
+
+
+def send_through(integration: Integration, message: Message) -> SendResult:
+    adapter = svc.adapter_for(integration)
+    rate = integration.rate_limit or adapter.default_rate_limit
+    try:
+        Pacer(redis_connection()).acquire(f"integration:{integration.id}", rate, max_wait=MAX_PACING_WAIT)
+    except TimeoutError:
+        raise RetryLater(f"{integration.name} is at its rate limit of {rate:g} messages per second.") from None
+    if integration.sandbox and not adapter.has_test_mode:
+        return SendResult(provider_message_id=None, sandboxed=True)  # stop before the network call
+    return adapter.send(integration.config or {}, svc.get_secrets(integration), outbound(message, integration),
+                        sandbox=integration.sandbox)
+
+
+def deliver(message_id: str) -> str:
+    message = claim(message_id)
+    if message is None:
+        return "not claimable"  # already sent, sending elsewhere, or gone
+    line = candidates(message)
+    if not line:
+        return fail(message, f"There is no active {message.channel} integration to send through.")
+    failures: list[ProviderError] = []
+    for position, integration in enumerate(line):
+        add_event(message, "sending", f"Attempt {message.attempts} through {integration.name}.",
+                  integration_id=integration.id)
+        try:
+            result = send_through(integration, message)
+        except GiveUp as exc:  # the recipient or content is wrong: no other provider will do better
+            message.integration_id = integration.id
+            return fail(message, exc.reason, integration_id=integration.id)
+        except ProviderError as exc:
+            failures.append(exc)
+            provider_failed(integration, exc)
+            following = line[position + 1] if position + 1 < len(line) else None
+            add_event(message, "failover" if following else "error",
+                      f"{integration.name} failed: {exc.reason}"
+                      + (f" Moving to {following.name}." if following else ""), integration_id=integration.id)
+            db.session.commit()
+            continue
+        except Exception:  # a bug of ours: the attempt ends in words, the traceback goes to the log
+            current_app.logger.exception("sending message %s crashed", message.id)
+            failures.append(RetryLater("Sending failed unexpectedly inside Switchboard; the error was logged."))
+            continue
+        return sent(message, integration, result)
+    return retry_or_fail(message, failures)
+
+
+def sent(message: Message, integration: Integration, result: SendResult) -> str:
+    now = utcnow()
+    message.status = "sandboxed" if result.sandboxed else "sent"
+    message.provider_message_id = result.provider_message_id
+    message.integration_id, message.sent_at, message.last_error = integration.id, now, None
+    integration.consecutive_failures = 0
+    words = (f"Sandboxed by {integration.name}: accepted, not delivered." if result.sandboxed
+             else f"Sent through {integration.name}" + (f" (provider id {result.provider_message_id})."
+                                                        if result.provider_message_id else "."))
+    add_event(message, message.status, words, integration_id=integration.id)
+    db.session.commit()
+    return message.status
+
+
+def fail(message: Message, reason: str, *, integration_id: int | None = None) -> str:
+    message.status, message.last_error = "failed", reason
+    add_event(message, "failed", reason, integration_id=integration_id)
+    db.session.commit()
+    return "failed"
+
+
+def retry_or_fail(message: Message, failures: list[ProviderError]) -> str:
+    reason = failures[-1].reason
+    if message.attempts >= MAX_ATTEMPTS:
+        return fail(message, f"Gave up after {message.attempts} attempts: {reason}")
+    delay = RETRY_INTERVALS[message.attempts - 1]
+    asked = max((f.retry_after or 0 for f in failures), default=0)
+    message.status, message.last_error = "queued", reason
+    if asked > delay:  # honour the provider's Retry-After when it asks for longer than our backoff
+        add_event(message, "retry", f"Will try again in {asked:g} s, as the provider asked.")
+        db.session.commit()
+        from ..jobs.messages import DELIVERY_RETRY, deliver_message
+        task_queue().enqueue_in(timedelta(seconds=asked), deliver_message, message.id,
+                                job_id=f"{message.id}-{message.attempts}", retry=DELIVERY_RETRY)
+        return "queued"
+    add_event(message, "retry", f"Will try again in {delay} s.")
+    db.session.commit()
+    raise TryAgain(reason)
+
+
+def provider_failed(integration: Integration, exc: ProviderError) -> None:
+    """Count a provider-side failure; enough in a row mark the integration in error and tell the admins."""
+    integration.consecutive_failures += 1
+    integration.last_error = exc.reason
+    if integration.consecutive_failures >= FAILURES_BEFORE_ERROR and integration.status != "error":
+        integration.error_count += 1
+        svc.set_status(integration, "error",
+                       f"{integration.consecutive_failures} sends in a row failed; the last: {exc.reason}")
+        tell_admins(integration, exc.reason)
+
+
+def tell_admins(integration: Integration, reason: str) -> None:
+    """Email the organisation's admins through another active email integration, if it has one."""
+    from .messaging import enqueue, store, validate_request
+    via = first_in_line(integration.organization_id, "email", excluding={integration.id})
+    if via is None:
+        return
+    admins = db.session.scalars(select(User).where(User.organization_id == integration.organization_id,
+                                                   User.role == "admin")).all()
+    alerts = []
+    for admin in admins:
+        request, errors = validate_request(integration.organization_id, {
+            "integration_id": via.id, "to": admin.email,
+            "subject": f"Switchboard: {integration.name} is failing",
+            "body": f"Sending through {integration.name} failed {integration.consecutive_failures} times in a row.\n"
+                    f"The last error: {reason}\n\nOpen Switchboard to check its credentials and run a connection test."})
+        if not errors:
+            alerts.append(store(integration.organization_id, request))
+    db.session.commit()
+    for alert in alerts:
+        enqueue(alert)

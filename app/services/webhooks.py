@@ -1,0 +1,243 @@
+"""Webhook intake and processing (DESIGN rule 1: verify, store, acknowledge, then process).
+
+Intake verifies the raw request with the integration's secrets, stores it with a
+de-duplication key under a unique constraint, commits, and only then answers; a job
+processes it. If Redis is down the row waits as pending for the cron sweep.
+"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import Integration, Message, MessageEvent, WebhookEvent, utcnow
+from ..providers.base import InboundWebhook, StatusEvent, WebhookRejected
+from ..queue import task_queue
+from . import integrations as svc
+from .messaging import add_event
+
+# Headers worth keeping with the stored body: signatures, timestamps, content type.
+KEPT_HEADERS = ("content-type", "user-agent", "x-twilio-signature", "x-hub-signature-256", "x-mandrill-signature",
+                "x-plivo-signature-v3", "x-plivo-signature-v3-nonce", "x-plivo-signature-v2",
+                "x-plivo-signature-v2-nonce", "x-plivo-signature-ma-v3",
+                "x-twilio-email-event-webhook-signature", "x-twilio-email-event-webhook-timestamp",
+                "x-amz-sns-message-type", "x-amz-sns-message-id", "x-amz-sns-topic-arn", "authorization")
+SECRET_HEADERS = ("authorization",)
+MAX_PROCESSING_ATTEMPTS = 5
+# A status may only move forward; bounces and failures end a message unless it was already opened or read.
+PROGRESS = {"queued": 0, "scheduled": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "read": 4,
+            "clicked": 5}
+FINAL_FAILURES = ("bounced", "failed")
+
+
+class Answer:
+    def __init__(self, status: int, body: dict[str, Any] | str):
+        self.status, self.body = status, body
+
+
+def inbound_from_request(request) -> InboundWebhook:
+    body = request.get_data(cache=True)
+    form: tuple = ()
+    if request.mimetype == "application/x-www-form-urlencoded":
+        try:
+            form = tuple(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            form = ()
+    query = request.query_string.decode("latin-1")
+    url = current_app.config["PUBLIC_BASE_URL"] + request.path + (f"?{query}" if query else "")
+    return InboundWebhook(method=request.method, url=url, headers={k.lower(): v for k, v in request.headers.items()},
+                          body=body, form=form, query=tuple(parse_qsl(query, keep_blank_values=True)),
+                          received_at=time.time())
+
+
+def find_integration(provider: str, public_id: str) -> Integration | None:
+    if len(public_id) > 64:
+        return None
+    integration = db.session.scalar(select(Integration).where(Integration.public_id == public_id,
+                                                              Integration.provider == provider))
+    if integration is None or not svc.provider_of(integration).receives_webhooks:
+        return None
+    return integration
+
+
+def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
+    integration = find_integration(provider, public_id)
+    if integration is None:
+        return Answer(404, {"error": "No integration receives webhooks at this address."})
+    adapter = svc.adapter_for(integration)
+    config, secrets = integration.config or {}, svc.get_secrets(integration)
+    if inbound.method == "GET":
+        try:
+            reply = adapter.answer_webhook_get(config, secrets, inbound)
+        except WebhookRejected as exc:
+            return Answer(exc.status, {"error": exc.reason})
+        return Answer(200, reply) if reply is not None else Answer(405, {"error": "This address takes POST."})
+    try:
+        adapter.verify_webhook(config, secrets, inbound)
+    except WebhookRejected as exc:
+        current_app.logger.warning("webhook refused for integration %s (%s): %s", integration.id, provider, exc.reason)
+        return Answer(exc.status, {"error": exc.reason})
+    row = WebhookEvent(organization_id=integration.organization_id, integration_id=integration.id, provider=provider,
+                       dedup_key=adapter.webhook_dedup_key(inbound)[:255], url=inbound.url,
+                       headers={k: v for k, v in inbound.headers.items() if k in KEPT_HEADERS},
+                       form=[list(pair) for pair in inbound.form], body=inbound.body, status="pending")
+    db.session.add(row)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the provider's retry of a delivery we already hold
+        db.session.rollback()
+        return Answer(200, {"status": "duplicate"})
+    enqueue_processing(row.id)
+    return Answer(200, {"status": "accepted"})
+
+
+def enqueue_processing(event_id: int) -> bool:
+    from ..jobs.webhooks import process_webhook_event
+    try:
+        task_queue().enqueue(process_webhook_event, event_id, job_id=f"webhook-{event_id}", result_ttl=600)
+        return True
+    except RedisError:
+        current_app.logger.warning("Redis unavailable: webhook event %s waits for the sweep", event_id)
+        return False
+
+
+def stored_request(row: WebhookEvent) -> InboundWebhook:
+    return InboundWebhook(method="POST", url=row.url, headers=dict(row.headers or {}), body=row.body,
+                          form=tuple(tuple(pair) for pair in row.form or []),
+                          query=tuple(parse_qsl(row.url.partition("?")[2], keep_blank_values=True)),
+                          received_at=row.received_at.timestamp())
+
+
+def process(event_id: int) -> str:
+    row = db.session.get(WebhookEvent, event_id)
+    if row is None or row.status == "processed":
+        return "nothing to do"
+    integration = db.session.get(Integration, row.integration_id)
+    adapter = svc.adapter_for(integration)
+    config = integration.config or {}
+    row.attempts += 1
+    try:
+        events = adapter.parse_webhook(config, stored_request(row))
+        unmatched = []
+        for event in events:
+            adapter.act_on_event(config, svc.get_secrets(integration), event)
+            if not apply(integration, event):
+                unmatched.append(event)
+    except WebhookRejected as exc:
+        row.status, row.error, row.processed_at = "failed", exc.reason, utcnow()
+        db.session.commit()
+        return "failed"
+    except Exception:
+        db.session.rollback()
+        current_app.logger.exception("processing webhook event %s crashed", event_id)
+        row = db.session.get(WebhookEvent, event_id)
+        row.attempts += 1
+        row.status, row.error = "failed", "Processing failed unexpectedly inside Switchboard; the error was logged."
+        db.session.commit()
+        return "failed"
+    if unmatched and row.attempts < MAX_PROCESSING_ATTEMPTS:
+        # A status can arrive before the send that caused it is recorded: the sweep tries again.
+        row.status, row.error = "pending", f"No message matches {describe(unmatched)} yet; will try again."
+    else:
+        row.status, row.processed_at = "processed", utcnow()
+        row.error = f"No message matches {describe(unmatched)}." if unmatched else None
+    db.session.commit()
+    return row.status
+
+
+def describe(events: list[StatusEvent]) -> str:
+    ids = sorted({e.message_id or e.provider_message_id or "?" for e in events})
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def apply(integration: Integration, event: StatusEvent) -> bool:
+    """Record the event on its message's timeline and move its status; False if no message matches."""
+    if event.message_id is None and event.provider_message_id is None:
+        return True  # an event about no message (a subscription confirmation, a test ping)
+    match = [Message.id == event.message_id] if event.message_id else []
+    if event.provider_message_id:
+        match.append(Message.provider_message_id == event.provider_message_id)
+    message = db.session.scalar(select(Message).where(Message.organization_id == integration.organization_id,
+                                                      or_(*match)).limit(1))
+    if message is None:
+        return False
+    seen = db.session.scalar(select(MessageEvent.id).where(MessageEvent.message_id == message.id,
+                                                           MessageEvent.dedup_key == event.dedup_key))
+    if seen:
+        return True
+    # A failure we inferred without the provider's word (an interrupted send) yields to what the provider says.
+    unconfirmed_failure = message.status in FINAL_FAILURES and message.provider_message_id is None
+    if event.provider_message_id and not message.provider_message_id:
+        message.provider_message_id = event.provider_message_id
+    moment = (utcnow() if event.occurred_at is None
+              else utcnow() - timedelta(seconds=max(0.0, time.time() - event.occurred_at)))
+    add_event(message, event.status or "info", event.description, integration_id=integration.id,
+              dedup_key=event.dedup_key[:255], occurred_at=moment)
+    current = "sending" if unconfirmed_failure else message.status
+    if event.status and message.status != "sandboxed" and moves_forward(current, event.status):
+        message.status = event.status
+        if event.status in FINAL_FAILURES:
+            message.last_error = event.description
+    return True
+
+
+def moves_forward(current: str, new: str) -> bool:
+    if new in FINAL_FAILURES:
+        return current not in ("opened", "clicked", "read") and current not in FINAL_FAILURES
+    if current in FINAL_FAILURES:
+        return False
+    return PROGRESS.get(new, 0) > PROGRESS.get(current, 0)
+
+
+def replay(row: WebhookEvent) -> None:
+    row.status, row.error = "pending", None
+    db.session.commit()
+    enqueue_processing(row.id)
+
+
+def redacted_payload(row: WebhookEvent) -> str:
+    """The stored body for the inspector, with secrets and signatures masked."""
+    text = row.body.decode("utf-8", "replace")
+    for name in SECRET_HEADERS:
+        value = (row.headers or {}).get(name)
+        if value:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def sweep() -> dict[str, int]:
+    """Every minute (rq cron): queue pending webhook events and messages whose job was lost,
+    and end messages a dead worker left in sending."""
+    now = utcnow()
+    pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending",
+                                                               WebhookEvent.received_at < now - timedelta(seconds=30))
+                                 .order_by(WebhookEvent.id).limit(5000)).all()
+    queued_webhooks = sum(enqueue_processing(event_id) for event_id in pending)
+    from rq.job import Job
+
+    from ..queue import redis_connection
+    from .messaging import enqueue
+    waiting = db.session.scalars(select(Message).where(Message.status == "queued",
+                                                       Message.updated_at < now - timedelta(minutes=2))
+                                 .limit(5000)).all()
+    requeued = 0
+    for message in waiting:
+        if not Job.exists(message.id, connection=redis_connection()):
+            enqueue(message)
+            requeued += 1
+    stuck = db.session.scalars(select(Message).where(Message.status == "sending",
+                                                     Message.sending_started_at < now - timedelta(minutes=10))).all()
+    for message in stuck:
+        message.status = "failed"
+        message.last_error = ("The worker stopped while sending. The provider may have accepted it, so it was not "
+                              "sent again (no duplicates); its status webhook will still update it.")
+        add_event(message, "failed", message.last_error)
+    db.session.commit()
+    return {"webhooks": queued_webhooks, "messages": requeued, "interrupted": len(stuck)}

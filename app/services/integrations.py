@@ -203,11 +203,11 @@ def update(integration: Integration, data: dict[str, Any], user: User | None) ->
     sending = _sending_settings(integration, data, errors)
     if errors:
         return errors
-    for name, value in sending.items():
-        if getattr(integration, name) != value:
-            log_event(integration, "sending_changed", f"{_actor(user)} set {name.replace('_', ' ')} to {value}.",
-                      details={"field": name, "value": value}, user=user)
-            setattr(integration, name, value)
+    for setting, value in sending.items():
+        if getattr(integration, setting) != value:
+            log_event(integration, "sending_changed", f"{_actor(user)} set {setting.replace('_', ' ')} to {value}.",
+                      details={"field": setting, "value": value}, user=user)
+            setattr(integration, setting, value)
     if name != integration.name:
         log_event(integration, "renamed", f"{_actor(user)} renamed “{integration.name}” to “{name}”.", user=user)
         integration.name = name

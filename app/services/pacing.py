@@ -34,6 +34,11 @@ def window_for(rate_per_second: float) -> tuple[int, int]:
     return slots, round(1_000_000 * slots / rate_per_second)
 
 
+# Added to every window so that the scheduling jitter between taking a slot and the request
+# leaving (and reaching the provider) cannot squeeze one more send into a provider's second.
+SAFETY_MARGIN_US = 20_000
+
+
 class Pacer:
     def __init__(self, redis: Redis, prefix: str = "switchboard:pace"):
         self.redis, self.prefix = redis, prefix
@@ -44,7 +49,7 @@ class Pacer:
         slots, window = window_for(rate_per_second)
         member, waited = uuid.uuid4().hex, 0.0
         while True:
-            wait_us = int(self._acquire(keys=[f"{self.prefix}:{key}"], args=[slots, window, member]))
+            wait_us = int(self._acquire(keys=[f"{self.prefix}:{key}"], args=[slots, window + SAFETY_MARGIN_US, member]))
             if wait_us <= 0:
                 return waited
             pause = wait_us / 1_000_000

@@ -81,6 +81,7 @@ def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
         return Answer(200, reply) if reply is not None else Answer(405, {"error": "This address takes POST."})
     try:
         adapter.verify_webhook(config, secrets, inbound)
+        adapter.parse_webhook(config, inbound)  # a body that cannot be read is refused now, not stored
     except WebhookRejected as exc:
         current_app.logger.warning("webhook refused for integration %s (%s): %s", integration.id, provider, exc.reason)
         return Answer(exc.status, {"error": exc.reason})

@@ -30,9 +30,14 @@ limiter = Limiter(key_func=get_remote_address, in_memory_fallback_enabled=True, 
 
 
 @event.listens_for(Engine, "connect")
-def _sqlite_foreign_keys(dbapi_connection, connection_record):
-    """SQLite enforces foreign keys (and ON DELETE CASCADE) only when asked, per connection."""
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite enforces foreign keys (and ON DELETE CASCADE) only when asked, per connection.
+    WAL lets the web app and several workers read while one writes; writers wait their turn
+    for up to 15 s instead of failing with "database is locked"."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
         cursor.close()

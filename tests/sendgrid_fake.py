@@ -16,8 +16,8 @@ GOOD_KEY = "SG.good-key"
 
 
 class FakeSendGrid:
-    def __init__(self, httpserver, key: str = GOOD_KEY):
-        self.key = key
+    def __init__(self, httpserver, key: str = GOOD_KEY, latency: float = 0.0):
+        self.key, self.latency = key, latency
         self.sent: list[dict] = []  # accepted mail/send bodies, with their arrival time under "_at"
         self.failures: list[tuple[int, dict, dict]] = []  # scripted answers before success: (status, body, headers)
         self.lock = threading.Lock()
@@ -30,6 +30,7 @@ class FakeSendGrid:
         self.failures += [(status, {"errors": [{"message": message, "field": None}]}, headers or {})] * times
 
     def mail_send(self, request):
+        time.sleep(self.latency)
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             return Response(json.dumps({"errors": [{"message": "authorization required"}]}), 401,
                             content_type="application/json")
@@ -43,6 +44,10 @@ class FakeSendGrid:
             message_id = f"sgmsg{next(self.ids)}"
         sandbox = body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable")
         return Response("", 200 if sandbox else 202, headers={"X-Message-Id": message_id})
+
+    def message_ids(self) -> list[str]:
+        """Switchboard's id of each accepted mail, in arrival order."""
+        return [p["custom_args"]["switchboard_message_id"] for body in self.sent for p in body["personalizations"]]
 
     def recipients(self) -> list[str]:
         return [p["to"][0]["email"] for body in self.sent for p in body["personalizations"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -12,6 +13,15 @@ import requests
 from .base import GiveUp, ProviderError, RetryLater, UseAnotherProvider
 
 USER_AGENT = "Switchboard/1.0"
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    """One keep-alive session per thread: sends to the same provider reuse their connection."""
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+        _local.session.trust_env = False  # proxies and .netrc of the host must not reroute provider calls
+    return _local.session
 
 
 def is_private_address(address: str) -> bool:
@@ -72,7 +82,7 @@ def call(
     kwargs.setdefault("headers", {}).setdefault("User-Agent", USER_AGENT)
     host = _host_of(url)
     try:
-        response = requests.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
+        response = _session().request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
     except requests.exceptions.SSLError:  # a bad certificate does not mend itself: no retry
         raise UseAnotherProvider(f"TLS failure talking to {host}: the certificate could not be verified.") from None
     except requests.exceptions.Timeout:

@@ -1,8 +1,40 @@
-from ..base import Field, GiveUp, Provider, UseAnotherProvider
-from ..meta import graph_get
+import hashlib
+import hmac
+import json
+import re
+from posixpath import basename
+from urllib.parse import unquote, urlsplit
+
+from ..base import (
+    Field,
+    GiveUp,
+    OutboundMessage,
+    Provider,
+    RetryLater,
+    SendResult,
+    StatusEvent,
+    UseAnotherProvider,
+    WebhookRejected,
+)
+from ..meta import graph_get, graph_post, whatsapp_error_words
 
 DIGITS = r"^\d{5,20}$"
 MAX_NUMBER_PAGES = 10  # 1,000 numbers; beyond that the check does not read the whole list
+MAX_CAPTION = 1024  # WhatsApp's limit for a media caption
+# Media by link: the message type follows the file's extension (types WhatsApp accepts for each);
+# anything else goes as a document, which takes any file.
+MEDIA_TYPES = {
+    "image": {"jpg", "jpeg", "png"},
+    "video": {"mp4", "3gp", "3gpp"},
+    "audio": {"aac", "amr", "mp3", "m4a", "ogg", "opus"},
+}
+# Status webhook → our status (None: on the timeline only).
+STATUS = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+STATUS_WORDS = {"sent": "Sent by WhatsApp", "delivered": "Delivered to the phone", "read": "Read by the recipient",
+                "failed": "Failed", "played": "Voice message played", "deleted": "Deleted by the sender"}
+# What a `messages` change may hold for its identity to be its statuses' and messages' ids.
+IDENTIFIED = {"messaging_product", "metadata", "contacts", "statuses", "messages"}
+CHALLENGE = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
 
 
 class WhatsAppCloudAPI(Provider):
@@ -10,6 +42,8 @@ class WhatsAppCloudAPI(Provider):
     name = "cloud_api"
     label = "WhatsApp Cloud API"
     receives_webhooks = True
+    has_test_mode = False  # the Cloud API has none: sandboxed messages stop before the network call
+    default_rate_limit = 80.0  # Cloud API throughput: 80 messages a second per business number
     fields = (
         Field("phone_number_id", "Phone number ID", required=True, pattern=DIGITS,
               pattern_message="The phone number ID is the number Meta shows under API Setup."),
@@ -55,3 +89,223 @@ class WhatsAppCloudAPI(Provider):
                 return False
             params = {**params, "after": after}
         return None
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _auth(self, secrets):
+        return {"Authorization": f"Bearer {secrets['access_token']}"}
+
+    def send(self, config, secrets, message: OutboundMessage, *, sandbox):
+        payload = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": wa_number(message.to),
+                   **message_content(message), "biz_opaque_callback_data": message.id}
+        answer = graph_post(self.settings, f"{config['phone_number_id']}/messages", payload,
+                            provider_label=self.label, headers=self._auth(secrets))
+        sent = answer.get("messages")
+        wamid = sent[0].get("id") if isinstance(sent, list) and sent and isinstance(sent[0], dict) else None
+        # Without an id the message is still accepted: its status webhooks find it by biz_opaque_callback_data.
+        return SendResult(provider_message_id=str(wamid) if wamid else None)
+
+    def mark_read(self, config, secrets, provider_message_id: str) -> None:
+        """Mark a received message as read (blue ticks for the customer)."""
+        answer = graph_post(self.settings, f"{config['phone_number_id']}/messages",
+                            {"messaging_product": "whatsapp", "status": "read", "message_id": provider_message_id},
+                            provider_label=self.label, headers=self._auth(secrets))
+        if answer.get("success") is not True:
+            raise RetryLater(f"{self.label} did not confirm that message {provider_message_id} was marked as read.")
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def answer_webhook_get(self, config, secrets, request):
+        """Meta's verification request when the callback URL is saved in the App Dashboard."""
+        query = dict(request.query)
+        if not any(name.startswith("hub.") for name in query):
+            return None
+        if query.get("hub.mode") != "subscribe":
+            raise WebhookRejected("Only hub.mode=subscribe verification requests are answered.", 403)
+        expected = config.get("webhook_verify_token") or ""
+        given = query.get("hub.verify_token") or ""
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise WebhookRejected("The verify token does not match this integration's webhook verify token.", 403)
+        challenge = query.get("hub.challenge") or ""
+        if not CHALLENGE.fullmatch(challenge):
+            raise WebhookRejected("The hub.challenge is missing or not a plain token.", 400)
+        return challenge
+
+    def verify_webhook(self, config, secrets, request):
+        app_secret = secrets.get("app_secret") or ""
+        if not app_secret:
+            raise WebhookRejected("No app secret is configured for this integration: set the App secret (Meta App "
+                                  "Dashboard → App settings → Basic) so Meta's webhooks can be verified.")
+        given = request.header("X-Hub-Signature-256")
+        if not given:
+            raise WebhookRejected("The request is not signed (X-Hub-Signature-256 header missing).")
+        expected = "sha256=" + hmac.new(app_secret.encode(), request.body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
+            raise WebhookRejected("The X-Hub-Signature-256 signature does not match the body and the app secret.")
+        changes(request.body)  # signed but unreadable: refused with 400 before it is stored
+
+    def webhook_dedup_key(self, request):
+        """What the delivery says, when it holds only statuses (wamid, status, timestamp) and customers'
+        messages (wamid): Meta's retry of the same notification is stored once however it is serialised.
+        Anything else is identified by its exact body."""
+        try:
+            said = delivery_items(changes(request.body))
+        except WebhookRejected:
+            said = None
+        if not said:
+            return super().webhook_dedup_key(request)
+        return "whatsapp:" + hashlib.sha256("\n".join(said).encode()).hexdigest()
+
+    def parse_webhook(self, config, request):
+        events = []
+        for change in changes(request.body):
+            value = change.get("value")
+            if change.get("field") != "messages" or not isinstance(value, dict):
+                continue  # template, quality and account updates change no message
+            for status in value.get("statuses", []):  # checked by changes()
+                events.append(status_event(status))
+            # value.messages (what customers write) belong to the inbox; they change no message we sent.
+        return events
+
+
+def changes(body: bytes) -> list[dict]:
+    """The changes of a WhatsApp Business Account notification, their statuses checked;
+    WebhookRejected(..., 400) if it cannot be read. verify_webhook runs it, so what is stored parses."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected("The body is not JSON.", 400) from None
+    if not isinstance(document, dict) or document.get("object") != "whatsapp_business_account":
+        raise WebhookRejected('The body is not a notification of object "whatsapp_business_account".', 400)
+    entries = document.get("entry")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise WebhookRejected("The notification has no list of entries.", 400)
+    found = []
+    for entry in entries:
+        listed = entry.get("changes", [])
+        if not isinstance(listed, list) or not all(isinstance(c, dict) for c in listed):
+            raise WebhookRejected("An entry's changes are not a list of objects.", 400)
+        for change in listed:
+            value = change.get("value")
+            if change.get("field") == "messages" and isinstance(value, dict):
+                statuses = value.get("statuses", [])
+                if not isinstance(statuses, list) or not all(readable_status(s) for s in statuses):
+                    raise WebhookRejected("A status has no message id or no status.", 400)
+        found.extend(listed)
+    return found
+
+
+def delivery_items(found: list[dict]) -> list[str] | None:
+    """The sorted identities of the statuses and messages of a notification; None when it holds anything else."""
+    items = []
+    for change in found:
+        value = change.get("value")
+        if change.get("field") != "messages" or not isinstance(value, dict) or set(value) - IDENTIFIED:
+            return None
+        messages = value.get("messages", [])
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str)
+                                                     for m in messages):
+            return None
+        items += [f"status:{s['id']}:{s['status']}:{s.get('timestamp')}" for s in value.get("statuses", [])]
+        items += [f"message:{m['id']}" for m in messages]
+    return sorted(items) or None
+
+
+def readable_status(status) -> bool:
+    return isinstance(status, dict) and isinstance(status.get("id"), str) and bool(status["id"]) \
+        and isinstance(status.get("status"), str) and bool(status["status"])
+
+
+def status_event(status) -> StatusEvent:
+    wamid, kind = status["id"], status["status"]
+    try:
+        occurred_at = float(int(status.get("timestamp")))
+    except (TypeError, ValueError):
+        occurred_at = None
+    words = STATUS_WORDS.get(kind, kind.replace("_", " ").capitalize())
+    errors = [e for e in status.get("errors") or [] if isinstance(e, dict)]
+    data = {"status": kind}
+    if errors:
+        words = f"{words}: {describe_error(errors[0])}"
+        data["error_code"] = errors[0].get("code")
+    if isinstance(status.get("recipient_id"), str):
+        data["recipient_id"] = status["recipient_id"]
+    pricing = status.get("pricing")
+    if isinstance(pricing, dict) and pricing.get("category"):
+        data["pricing_category"] = pricing["category"]
+    ours = status.get("biz_opaque_callback_data")
+    return StatusEvent(dedup_key=f"{wamid}:{kind}", status=STATUS.get(kind), description=words,
+                       provider_message_id=wamid, message_id=ours if isinstance(ours, str) and ours else None,
+                       occurred_at=occurred_at, data=data)
+
+
+def describe_error(error: dict) -> str:
+    """A failed status's error in plain words: ours for the code, then Meta's title, message and details."""
+    code = error.get("code")
+    try:
+        known = whatsapp_error_words(int(code))
+    except (TypeError, ValueError):
+        known = None
+    details = (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
+    meta = []
+    for part in (error.get("title"), error.get("message"), details):
+        part = str(part).strip() if part else ""
+        if part and not any(part in m for m in meta):
+            meta.append(part)
+    said = ". ".join(p.rstrip(".") for p in meta)
+    text = known[1] if known else (said or "no reason given")
+    if known and said:
+        text = f"{text}. Meta said: {said}"
+    return f"{text} (WhatsApp error {code})" if code is not None else text
+
+
+def wa_number(e164: str) -> str:
+    """WhatsApp takes the number as digits with the country code, without "+"."""
+    return e164.strip().lstrip("+")
+
+
+def media_type(url: str) -> str:
+    extension = basename(urlsplit(url).path).rpartition(".")[2].lower()
+    return next((kind for kind, extensions in MEDIA_TYPES.items() if extension in extensions), "document")
+
+
+def media_link(url: str, kind: str) -> dict:
+    """Media by link; a document also gets its file name, which the recipient sees."""
+    media = {"link": url}
+    name = unquote(basename(urlsplit(url).path))
+    if kind == "document" and name:
+        media["filename"] = name[:240]
+    return media
+
+
+def message_content(message: OutboundMessage) -> dict:
+    """The type and its object: a template, media by link (with the body as caption), or text."""
+    if message.template:
+        if message.body:
+            raise GiveUp("A WhatsApp template message carries the template's own approved text: leave the body out, "
+                         "or send it as a message of its own.")
+        template = {"name": message.template["name"], "language": {"code": message.template.get("language") or "en_US"}}
+        components = []
+        if message.media_url:  # the media of a template's header
+            kind = media_type(message.media_url)
+            components.append({"type": "header", "parameters": [{"type": kind, kind: media_link(message.media_url, kind)}]})
+        parameters = message.template.get("parameters") or []
+        if parameters:
+            components.append({"type": "body", "parameters": [{"type": "text", "text": str(p)} for p in parameters]})
+        if components:
+            template["components"] = components
+        return {"type": "template", "template": template}
+    if message.media_url:
+        kind = media_type(message.media_url)
+        media = media_link(message.media_url, kind)
+        if message.body:
+            if kind == "audio":
+                raise GiveUp("WhatsApp audio messages carry no caption: send the text as a message of its own.")
+            if len(message.body) > MAX_CAPTION:
+                raise GiveUp(f"A WhatsApp media caption takes at most {MAX_CAPTION:,} characters; this body has "
+                             f"{len(message.body):,}.")
+            media["caption"] = message.body
+        return {"type": kind, kind: media}
+    if not message.body:
+        raise GiveUp("A WhatsApp message needs a body, a template or a media_url.")
+    return {"type": "text", "text": {"preview_url": False, "body": message.body}}

@@ -345,3 +345,17 @@ def test_sweep_queues_messages_whose_job_was_lost_and_ends_interrupted_sends(api
     data = message(api, interrupted)
     assert data["status"] == "failed" and "not sent again" in data["last_error"]
     assert sendgrid.recipients() == ["jane@example.com"]
+
+
+def test_whatsapp_content_rules(api):
+    data = api.post("/api/integrations/", json={"integration_type": "whatsapp", "name": "WA"}).json
+    api.post(f"/api/integrations/{data['id']}/configure/whatsapp/",
+             json={"phone_number_id": "123456", "business_account_id": "654321", "access_token": "t"})
+    base = {"channel": "whatsapp", "to": "+14155552671"}
+    both = api.post("/api/messages/", json={**base, "body": "hi", "template": {"name": "welcome"}})
+    assert both.status_code == 400 and "template carries its own text" in both.json["errors"]["body"][0]
+    long_caption = api.post("/api/messages/", json={**base, "body": "x" * 1025, "media_url": "https://e.com/a.jpg"})
+    assert long_caption.status_code == 400 and "caption" in long_caption.json["errors"]["body"][0]
+    plain_media = api.post("/api/messages/", json={**base, "media_url": "http://e.com/a.jpg"})
+    assert plain_media.status_code == 400 and "https" in plain_media.json["errors"]["media_url"][0]
+    assert api.post("/api/messages/", json={**base, "template": {"name": "welcome", "parameters": ["Ann"]}}).status_code == 202

@@ -21,6 +21,7 @@ from . import integrations as svc
 Errors = dict[str, list[str]]
 MAX_BODY = {"email": 1_000_000, "sms": 1600, "whatsapp": 4096}
 MAX_BULK = 1000
+MAX_CAPTION = 1024  # WhatsApp media captions
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 FIELDS = {"integration_id", "channel", "to", "subject", "body", "html", "template", "media_url", "send_at",
           "idempotency_key"}
@@ -171,8 +172,13 @@ def validate_request(organization_id: int, data: Any) -> tuple[MessageRequest | 
             errors["body"] = ["An email needs a body or html."]
     elif channel == "sms" and not body and "body" not in errors:
         errors["body"] = ["An SMS needs a body."]
-    elif channel == "whatsapp" and not (body or template or media_url) and not errors.keys() & {"body", "template", "media_url"}:
-        errors["body"] = ["A WhatsApp message needs a body, a template or a media_url."]
+    elif channel == "whatsapp":
+        if not (body or template or media_url) and not errors.keys() & {"body", "template", "media_url"}:
+            errors["body"] = ["A WhatsApp message needs a body, a template or a media_url."]
+        elif body and template:
+            errors["body"] = ["A template carries its own text: leave body empty and give parameters."]
+        elif body and media_url and len(body) > MAX_CAPTION:
+            errors["body"] = [f"A caption under media is at most {MAX_CAPTION:,} characters."]
     if errors:
         return None, errors
     return MessageRequest(channel, integration, to, subject, body, html, template, media_url, send_at, key), {}

@@ -6,8 +6,7 @@ import os
 
 from rq import cron
 
-from app.jobs.maintenance import expire_stuck_tests
-from app.jobs.webhooks import sweep
+from app.jobs.maintenance import expire_stuck_tests, sweep
 
 QUEUE = os.environ.get("RQ_QUEUE", "switchboard")
 

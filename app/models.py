@@ -213,7 +213,7 @@ class MessageEvent(db.Model):
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-WEBHOOK_STATUSES = ("pending", "processed", "failed")
+WEBHOOK_STATUSES = ("pending", "processing", "processed", "failed")
 
 
 class WebhookEvent(db.Model):
@@ -239,4 +239,4 @@ class WebhookEvent(db.Model):
     status: Mapped[str] = mapped_column(String(10), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
-    processed_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]  # while "processing": when the drain took it

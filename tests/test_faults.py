@@ -5,7 +5,7 @@ from collections import Counter
 from datetime import timedelta
 
 from app.extensions import db
-from app.jobs.webhooks import sweep
+from app.jobs.maintenance import sweep
 from app.models import Message, utcnow
 from tests.conftest import REDIS_URL, TEST_KEY, point_at
 from tests.live_server import WorkerProcess

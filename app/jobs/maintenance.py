@@ -1,5 +1,10 @@
-from ..services import connection_tests
+from ..services import connection_tests, delivery, webhooks
 
 
 def expire_stuck_tests() -> int:
     return connection_tests.expire_stuck_tests()
+
+
+def sweep() -> dict[str, int]:
+    """Every minute: what Redis being down or a worker dying left behind."""
+    return {"webhooks": webhooks.sweep(), **delivery.sweep()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
+from rq.job import Job
 from sqlalchemy import select, update
 
 from ..extensions import db
@@ -15,7 +16,7 @@ from ..models import Integration, Message, User, utcnow
 from ..providers.base import GiveUp, OutboundMessage, ProviderError, RetryLater, SendResult
 from ..queue import redis_connection, task_queue
 from . import integrations as svc
-from .messaging import add_event, first_in_line
+from .messaging import add_event, enqueue, first_in_line
 from .pacing import Pacer
 
 MAX_ATTEMPTS = 5
@@ -153,7 +154,7 @@ def provider_failed(integration: Integration, exc: ProviderError) -> None:
 
 def tell_admins(integration: Integration, reason: str) -> None:
     """Email the organisation's admins through another active email integration, if it has one."""
-    from .messaging import enqueue, store, validate_request
+    from .messaging import store, validate_request
     via = first_in_line(integration.organization_id, "email", excluding={integration.id})
     if via is None:
         return
@@ -171,3 +172,26 @@ def tell_admins(integration: Integration, reason: str) -> None:
     db.session.commit()
     for alert in alerts:
         enqueue(alert)
+
+
+INTERRUPTED = ("The worker stopped while sending. The provider may have accepted it, so it was not sent again "
+               "(no duplicates); its status webhook will still update it.")
+
+
+def sweep() -> dict[str, int]:
+    """Every minute: queue messages whose job was lost (Redis was down), and end sends a dead
+    worker left half-done without sending them again."""
+    now = utcnow()
+    waiting = db.session.scalars(select(Message).where(Message.status == "queued",
+                                                       Message.updated_at < now - timedelta(minutes=2))
+                                 .limit(5000)).all()
+    requeued = [m for m in waiting if not Job.exists(m.id, connection=redis_connection())]
+    for message in requeued:
+        enqueue(message)
+    stuck = db.session.scalars(select(Message).where(Message.status == "sending",
+                                                     Message.sending_started_at < now - timedelta(minutes=10))).all()
+    for message in stuck:
+        message.status, message.last_error = "failed", INTERRUPTED
+        add_event(message, "failed", INTERRUPTED)
+    db.session.commit()
+    return {"messages": len(requeued), "interrupted": len(stuck)}

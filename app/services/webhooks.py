@@ -13,13 +13,13 @@ from urllib.parse import parse_qsl
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import Integration, Message, MessageEvent, WebhookEvent, utcnow
 from ..providers.base import InboundWebhook, StatusEvent, WebhookRejected
-from ..queue import task_queue
+from ..queue import redis_connection, task_queue
 from . import integrations as svc
 from .messaging import add_event
 
@@ -31,6 +31,9 @@ KEPT_HEADERS = ("content-type", "user-agent", "x-twilio-signature", "x-hub-signa
                 "x-amz-sns-message-type", "x-amz-sns-message-id", "x-amz-sns-topic-arn", "authorization")
 SECRET_HEADERS = ("authorization",)
 MAX_PROCESSING_ATTEMPTS = 5
+DRAIN_QUEUED_FLAG = "switchboard:webhooks:drain-queued"
+DRAIN_FLAG_TTL = 300  # a lost drain job holds the flag at most this long; the sweep drains meanwhile
+DRAIN_BATCH = 500
 # A status may only move forward; bounces and failures end a message unless it was already opened or read.
 PROGRESS = {"queued": 0, "scheduled": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "read": 4,
             "clicked": 5}
@@ -95,18 +98,36 @@ def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
     except IntegrityError:  # the provider's retry of a delivery we already hold
         db.session.rollback()
         return Answer(200, {"status": "duplicate"})
-    enqueue_processing(row.id)
+    signal_processing()
     return Answer(200, {"status": "accepted"})
 
 
-def enqueue_processing(event_id: int) -> bool:
-    from ..jobs.webhooks import process_webhook_event
+def signal_processing() -> bool:
+    """Make sure a drain job is queued. One flag in Redis stands for "a drain is queued", so a
+    burst of webhooks costs one SET each, not one job each. False if Redis is down (the sweep drains)."""
+    from ..jobs.webhooks import drain_webhook_events
     try:
-        task_queue().enqueue(process_webhook_event, event_id, job_id=f"webhook-{event_id}", result_ttl=600)
+        if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
+            task_queue().enqueue(drain_webhook_events, result_ttl=0, failure_ttl=86400)
         return True
     except RedisError:
-        current_app.logger.warning("Redis unavailable: webhook event %s waits for the sweep", event_id)
+        current_app.logger.warning("Redis unavailable: webhook events wait for the sweep")
         return False
+
+
+def drain(limit: int = DRAIN_BATCH) -> int:
+    """Process pending webhook events, oldest first; returns how many."""
+    try:
+        redis_connection().delete(DRAIN_QUEUED_FLAG)  # events stored from now on queue another drain
+    except RedisError:
+        pass
+    pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending")
+                                 .order_by(WebhookEvent.id).limit(limit)).all()
+    for event_id in pending:
+        process(event_id)
+    if len(pending) == limit:
+        signal_processing()
+    return len(pending)
 
 
 def stored_request(row: WebhookEvent) -> InboundWebhook:
@@ -117,13 +138,17 @@ def stored_request(row: WebhookEvent) -> InboundWebhook:
 
 
 def process(event_id: int) -> str:
+    claimed = db.session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id,
+                                                            WebhookEvent.status == "pending")
+                                 .values(status="processing", attempts=WebhookEvent.attempts + 1,
+                                         processed_at=utcnow())).rowcount
+    db.session.commit()
+    if claimed != 1:
+        return "nothing to do"  # processed, or in another worker's hands
     row = db.session.get(WebhookEvent, event_id)
-    if row is None or row.status == "processed":
-        return "nothing to do"
     integration = db.session.get(Integration, row.integration_id)
     adapter = svc.adapter_for(integration)
     config = integration.config or {}
-    row.attempts += 1
     try:
         events = adapter.parse_webhook(config, stored_request(row))
         unmatched = []
@@ -139,7 +164,6 @@ def process(event_id: int) -> str:
         db.session.rollback()
         current_app.logger.exception("processing webhook event %s crashed", event_id)
         row = db.session.get(WebhookEvent, event_id)
-        row.attempts += 1
         row.status, row.error = "failed", "Processing failed unexpectedly inside Switchboard; the error was logged."
         db.session.commit()
         return "failed"
@@ -200,7 +224,7 @@ def moves_forward(current: str, new: str) -> bool:
 def replay(row: WebhookEvent) -> None:
     row.status, row.error = "pending", None
     db.session.commit()
-    enqueue_processing(row.id)
+    signal_processing()
 
 
 def redacted_payload(row: WebhookEvent) -> str:
@@ -213,32 +237,11 @@ def redacted_payload(row: WebhookEvent) -> str:
     return text
 
 
-def sweep() -> dict[str, int]:
-    """Every minute (rq cron): queue pending webhook events and messages whose job was lost,
-    and end messages a dead worker left in sending."""
-    now = utcnow()
-    pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending",
-                                                               WebhookEvent.received_at < now - timedelta(seconds=30))
-                                 .order_by(WebhookEvent.id).limit(5000)).all()
-    queued_webhooks = sum(enqueue_processing(event_id) for event_id in pending)
-    from rq.job import Job
-
-    from ..queue import redis_connection
-    from .messaging import enqueue
-    waiting = db.session.scalars(select(Message).where(Message.status == "queued",
-                                                       Message.updated_at < now - timedelta(minutes=2))
-                                 .limit(5000)).all()
-    requeued = 0
-    for message in waiting:
-        if not Job.exists(message.id, connection=redis_connection()):
-            enqueue(message)
-            requeued += 1
-    stuck = db.session.scalars(select(Message).where(Message.status == "sending",
-                                                     Message.sending_started_at < now - timedelta(minutes=10))).all()
-    for message in stuck:
-        message.status = "failed"
-        message.last_error = ("The worker stopped while sending. The provider may have accepted it, so it was not "
-                              "sent again (no duplicates); its status webhook will still update it.")
-        add_event(message, "failed", message.last_error)
+def sweep() -> int:
+    """Every minute: events a crashed drain left half-done go back in line, then a drain takes
+    every pending event (those stored while Redis was down, and those waiting for their message)."""
+    db.session.execute(update(WebhookEvent).where(WebhookEvent.status == "processing",
+                                                  WebhookEvent.processed_at < utcnow() - timedelta(minutes=10))
+                       .values(status="pending"))
     db.session.commit()
-    return {"webhooks": queued_webhooks, "messages": requeued, "interrupted": len(stuck)}
+    return drain()

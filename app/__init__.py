@@ -56,6 +56,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(webhooks_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
+    limiter.exempt(webhooks_bp)  # a provider's burst must never be refused: every event is kept
     register_cli(app)
 
     @login_manager.user_loader

@@ -26,7 +26,8 @@ def foreign(other_api):
 
 def _url_for_rule(rule, integration_id, job_id):
     return (rule.rule.replace("<int:integration_id>", str(integration_id))
-            .replace("<test_id>", job_id).replace("<job_id>", job_id).replace("<slug>", "email"))
+            .replace("<test_id>", job_id).replace("<job_id>", job_id).replace("<slug>", "email")
+            .replace("<message_id>", "0" * 32).replace("<int:event_id>", "1"))
 
 
 def test_every_integration_route_gives_404_for_another_organisation(app, api, browser, foreign):
@@ -36,6 +37,7 @@ def test_every_integration_route_gives_404_for_another_organisation(app, api, br
     token = csrf_token_from(browser.get("/account/password").get_data(as_text=True))
     for rule in rules:
         url = _url_for_rule(rule, integration_id, job_id)
+        assert "<" not in url, f"add a substitution for {rule.rule}"
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             if rule.endpoint.startswith("api."):
                 response = api.open(url, method=method, json={"name": "stolen", "api_key": "x"})

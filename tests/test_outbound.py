@@ -359,3 +359,19 @@ def test_whatsapp_content_rules(api):
     plain_media = api.post("/api/messages/", json={**base, "media_url": "http://e.com/a.jpg"})
     assert plain_media.status_code == 400 and "https" in plain_media.json["errors"]["media_url"][0]
     assert api.post("/api/messages/", json={**base, "template": {"name": "welcome", "parameters": ["Ann"]}}).status_code == 202
+
+
+def test_a_full_pace_requeues_without_counting_an_attempt_or_failing_over(api, app, sendgrid, run_jobs, monkeypatch,
+                                                                          redis_conn):
+    make_email(api, "Main", priority=1, rate_limit=1)
+    make_email(api, "Backup", priority=2)
+    monkeypatch.setattr(delivery, "MAX_PACING_WAIT", 0.0)
+    first, second = send(api, email(to="one@example.com")), send(api, email(to="two@example.com"))
+    run_jobs()
+    assert message(api, first)["status"] == "sent"
+    data = message(api, second)
+    assert data["status"] == "queued" and data["attempts"] == 0 and "failover" not in [e["kind"] for e in data["events"]]
+    assert sendgrid.recipients() == ["one@example.com"]  # the backup was not used to get around the pace
+    assert any(j.startswith(f"{second}-paced-") for j in task_queue().scheduled_job_registry.get_job_ids())
+    main = next(i for i in api.get("/api/integrations/").json if i["name"] == "Main")
+    assert main["status"] != "error"

@@ -5,6 +5,7 @@ so a duplicated or retried job never sends it twice.
 """
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from flask import current_app
@@ -23,10 +24,15 @@ MAX_ATTEMPTS = 5
 RETRY_INTERVALS = (10, 30, 90, 270)  # seconds before attempts 2..5: exponential backoff
 FAILURES_BEFORE_ERROR = 5  # provider-side failures in a row that mark an integration as in error
 MAX_PACING_WAIT = 30.0
+PACED_REQUEUE_SECONDS = 1
 
 
 class TryAgain(Exception):
     """Raised by the job so that RQ's Retry schedules the next attempt."""
+
+
+class Paced(Exception):
+    """The integration's rate limit has no slot soon: not the provider's fault, not an attempt."""
 
 
 def claim(message_id: str) -> Message | None:
@@ -61,7 +67,7 @@ def send_through(integration: Integration, message: Message) -> SendResult:
     try:
         Pacer(redis_connection()).acquire(f"integration:{integration.id}", rate, max_wait=MAX_PACING_WAIT)
     except TimeoutError:
-        raise RetryLater(f"{integration.name} is at its rate limit of {rate:g} messages per second.") from None
+        raise Paced() from None
     if integration.sandbox and not adapter.has_test_mode:
         return SendResult(provider_message_id=None, sandboxed=True)  # stop before the network call
     return adapter.send(integration.config or {}, svc.get_secrets(integration), outbound(message, integration),
@@ -81,6 +87,8 @@ def deliver(message_id: str) -> str:
                   integration_id=integration.id)
         try:
             result = send_through(integration, message)
+        except Paced:
+            return wait_for_pace(message)
         except GiveUp as exc:  # the recipient or content is wrong: no other provider will do better
             message.integration_id = integration.id
             return fail(message, exc.reason, integration_id=integration.id)
@@ -99,6 +107,18 @@ def deliver(message_id: str) -> str:
             continue
         return sent(message, integration, result)
     return retry_or_fail(message, failures)
+
+
+def wait_for_pace(message: Message) -> str:
+    """Back in line shortly, without counting an attempt: a bulk send larger than the pace waits its turn."""
+    db.session.rollback()  # drop the "sending" event of this turn
+    message = db.session.get(Message, message.id)
+    message.status, message.attempts = "queued", message.attempts - 1
+    db.session.commit()
+    from ..jobs.messages import DELIVERY_RETRY, deliver_message
+    task_queue().enqueue_in(timedelta(seconds=PACED_REQUEUE_SECONDS), deliver_message, message.id,
+                            job_id=f"{message.id}-paced-{uuid.uuid4().hex[:8]}", retry=DELIVERY_RETRY)
+    return "paced"
 
 
 def sent(message: Message, integration: Integration, result: SendResult) -> str:

@@ -7,7 +7,8 @@ processes it. If Redis is down the row waits as pending for the cron sweep.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -76,7 +77,9 @@ def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
         return Answer(404, {"error": "No integration receives webhooks at this address."})
     adapter = svc.adapter_for(integration)
     config, secrets = integration.config or {}, svc.get_secrets(integration)
-    if inbound.method == "GET":
+    if inbound.method == "GET" and adapter.get_delivers_events:
+        inbound = replace(inbound, form=inbound.query)  # events in the query string (Vonage's GET receipts)
+    elif inbound.method == "GET":
         try:
             reply = adapter.answer_webhook_get(config, secrets, inbound)
         except WebhookRejected as exc:
@@ -136,7 +139,7 @@ def stored_request(row: WebhookEvent) -> InboundWebhook:
     return InboundWebhook(method="POST", url=row.url, headers=dict(row.headers or {}), body=row.body,
                           form=tuple(tuple(pair) for pair in row.form or []),
                           query=tuple(parse_qsl(row.url.partition("?")[2], keep_blank_values=True)),
-                          received_at=row.received_at.timestamp())
+                          received_at=row.received_at.replace(tzinfo=UTC).timestamp())
 
 
 def process(event_id: int) -> str:

@@ -552,7 +552,7 @@ def test_vonage_webhook_refusals(app, api, fake, run_jobs):
     assert post_webhook(app, url, body=b"\x00\x01", content_type="application/octet-stream").status_code == 400
     assert post_webhook(app, url, body=b'{"x": "' + b"y" * (1024 * 1024) + b'"}',
                         content_type="application/json").status_code == 413
-    assert app.test_client().get(url[len(PUBLIC):] + "?" + urlencode(good)).status_code == 405
+    assert app.test_client().get(url[len(PUBLIC):] + "?" + urlencode(forged)).status_code == 401
     assert post_webhook(app, url.replace(url.split("/")[-2], "B" * 22), form=good).status_code == 404
     assert db.session.query(WebhookEvent).count() == 0
     run_jobs()
@@ -909,5 +909,17 @@ def test_twilio_callback_with_a_nul_character_is_no_500(app, api, fake, run_jobs
     form, headers = twilio_callback(url, "delivered", Body="a\x00b")
     response = post_webhook(app, url, form=form, headers=headers)  # stored as sent (PostgreSQL too), applied
     assert response.status_code == 200, response.get_data(as_text=True)
+    run_jobs()
+    assert message(api, message_id)["status"] == "delivered"
+
+
+def test_vonage_receipts_by_get_are_verified_and_applied(app, api, fake, run_jobs):
+    integration, message_id = sent_through_vonage(api, fake, run_jobs)
+    path = integration["webhook_url"].replace("https://switchboard.example.com", "")
+    from urllib.parse import urlencode
+    receipt = vonage_receipt(message_id, "delivered")
+    assert app.test_client().get(f"{path}?{urlencode(receipt)}").json == {"status": "accepted"}
+    forged = {**vonage_receipt(message_id, "failed"), "sig": "0" * 32}
+    assert app.test_client().get(f"{path}?{urlencode(forged)}").status_code == 401
     run_jobs()
     assert message(api, message_id)["status"] == "delivered"

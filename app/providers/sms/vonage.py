@@ -76,6 +76,7 @@ class Vonage(Provider):
     name = "vonage"
     label = "Vonage (Nexmo)"
     receives_webhooks = True
+    get_delivers_events = True  # receipts by GET are a dashboard choice; they are verified the same way
     default_rate_limit = 30.0  # the SMS API's default throughput: 30 requests a second per account
     fields = SENDER_FIELDS + (
         Field("api_key", "API key", required=True, pattern=r"^[A-Za-z0-9]{4,32}$",
@@ -83,7 +84,7 @@ class Vonage(Provider):
         Field("api_secret", "API secret", "secret", required=True),
         Field("signature_secret", "Signature secret", "secret",
               help="From Dashboard → API settings → Signature secret. Verifies delivery receipts (signed webhooks "
-                   "must be on; set the webhook format to POST-JSON or POST). Without it, receipts are refused."),
+                   "must be on; any webhook format: POST-JSON, POST or GET). Without it, receipts are refused."),
         Field("signature_method", "Signature method", "choice", required=True, choices=SIGNATURE_METHODS,
               default="md5hash", help="As chosen under Dashboard → API settings → Signature method."),
     )

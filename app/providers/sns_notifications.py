@@ -170,6 +170,8 @@ def confirm_subscription(subscribe_url: str, settings: ProviderSettings) -> None
         raise WebhookRejected(f"The subscription was not confirmed: its SubscribeURL was refused: {problem}.")
     try:
         call("GET", subscribe_url, timeout=settings.timeout, provider_label=LABEL)
+    except RetryLater as exc:
+        raise WebhookRejected(f"The subscription could not be confirmed for now: {exc.reason}", 503) from None
     except ProviderError as exc:
         raise WebhookRejected(f"The subscription could not be confirmed: {exc.reason}") from None
 

@@ -79,7 +79,7 @@ def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
     config, secrets = integration.config or {}, svc.get_secrets(integration)
     if inbound.method == "GET" and adapter.get_delivers_events:
         inbound = replace(inbound, form=inbound.query)  # events in the query string (Vonage's GET receipts)
-    elif inbound.method == "GET":
+    elif inbound.method in ("GET", "HEAD"):  # handshakes: Meta's hub.challenge, Mandrill's HEAD check
         try:
             reply = adapter.answer_webhook_get(config, secrets, inbound)
         except WebhookRejected as exc:
@@ -162,6 +162,12 @@ def process(event_id: int) -> str:
             if not apply(integration, event):
                 unmatched.append(event)
     except WebhookRejected as exc:
+        db.session.rollback()
+        row = db.session.get(WebhookEvent, event_id)
+        if exc.status >= 500 and row.attempts < MAX_PROCESSING_ATTEMPTS:  # the other side is down for now
+            row.status, row.error = "pending", f"{exc.reason} Will try again."
+            db.session.commit()
+            return "pending"
         row.status, row.error, row.processed_at = "failed", exc.reason, utcnow()
         db.session.commit()
         return "failed"

@@ -791,8 +791,18 @@ def test_ses_refused_notifications(api, app, ses_api, sns, run_jobs):
     assert shown(api, message_id)["status"] == "sent"
 
 
+def test_ses_subscription_without_a_topic_set_is_not_confirmed(api, app, ses_api, sns, run_jobs):
+    integration_id = make_fake_ses(api)  # no topic named: nobody's subscription is confirmed
+    r = sns_post(app.test_client(), webhook_path(api, integration_id), sns.signer.sign(subscription_confirmation("t")))
+    assert r.status_code == 200
+    run_jobs()
+    row, = stored(integration_id)
+    assert row.status == "failed" and "set the SNS topic ARN" in row.error
+    assert not [request for request, _ in sns.log if request.args.get("Action")]
+
+
 def test_ses_subscription_url_elsewhere_is_not_fetched(api, app, ses_api, sns, run_jobs):
-    integration_id = make_fake_ses(api)  # no topic set: any topic's confirmation is verified and considered
+    integration_id = make_fake_ses(api, sns_topic_arn=TOPIC_ARN)
     confirmation = subscription_confirmation("tok")
     confirmation["SubscribeURL"] = "https://evil.example.com/?Action=ConfirmSubscription&Token=tok"
     r = sns_post(app.test_client(), webhook_path(api, integration_id), sns.signer.sign(confirmation))

@@ -6,7 +6,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .. import sns_notifications as sns
 from ..aws import AWS_FIELDS, aws_client
 from ..aws_errors import aws_errors, provider_error
-from ..base import Field, GiveUp, OutboundMessage, Provider, ProviderError, SendResult, StatusEvent, UseAnotherProvider
+from ..base import (Field, GiveUp, OutboundMessage, Provider, ProviderError, SendResult, StatusEvent, UseAnotherProvider,
+                    WebhookRejected)
 from . import SENDER_FIELDS
 
 MESSAGE_ID_TAG = "switchboard_message_id"  # an EmailTag, echoed in event notifications under mail.tags
@@ -120,8 +121,14 @@ class AmazonSES(Provider):
         return [status_event(event, message["MessageId"])]
 
     def act_on_event(self, config, secrets, event):
-        if event.data.get("subscribe_url"):
-            sns.confirm_subscription(event.data["subscribe_url"], self.settings)
+        if not event.data.get("subscribe_url"):
+            return
+        # Confirm only the topic this integration names: otherwise anyone could subscribe our URL to
+        # a topic of theirs and post AWS-signed notifications to it.
+        if not config.get("sns_topic_arn"):
+            raise WebhookRejected("A subscription was not confirmed: set the SNS topic ARN on this integration "
+                                  "first, then replay this event.")
+        sns.confirm_subscription(event.data["subscribe_url"], self.settings)
 
 
 def send_error(exc: Exception, from_email: str, timeout: float) -> ProviderError:

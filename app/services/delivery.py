@@ -36,23 +36,23 @@ class Paced(Exception):
 
 
 def claim(message_id: str) -> Message | None:
+    """Move the message from queued/scheduled to sending in one statement; None if another job has it."""
     now = utcnow()
-    claimed = db.session.execute(
+    message = db.session.scalars(
         update(Message).where(Message.id == message_id, Message.status.in_(("queued", "scheduled")))
         .values(status="sending", sending_started_at=now, attempts=Message.attempts + 1, updated_at=now)
-    ).rowcount
+        .returning(Message), execution_options={"populate_existing": True}
+    ).first()
     db.session.commit()
-    return db.session.get(Message, message_id) if claimed == 1 else None
+    return message
 
 
 def candidates(message: Message) -> list[Integration]:
-    """The message's integration first, then the other active ones of its type by priority."""
-    chosen = db.session.get(Integration, message.integration_id) if message.integration_id else None
-    line = [chosen] if chosen is not None and chosen.is_active else []
-    others = select(Integration).where(Integration.organization_id == message.organization_id,
-                                       Integration.integration_type == message.channel,
-                                       Integration.is_active.is_(True)).order_by(Integration.priority, Integration.id)
-    return line + [i for i in db.session.scalars(others) if chosen is None or i.id != chosen.id]
+    """The message's integration first (if still active), then the other active ones of its type by priority."""
+    return list(db.session.scalars(
+        select(Integration).where(Integration.organization_id == message.organization_id,
+                                  Integration.integration_type == message.channel, Integration.is_active.is_(True))
+        .order_by((Integration.id == (message.integration_id or 0)).desc(), Integration.priority, Integration.id)))
 
 
 def outbound(message: Message, integration: Integration) -> OutboundMessage:

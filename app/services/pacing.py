@@ -36,7 +36,7 @@ def window_for(rate_per_second: float) -> tuple[int, int]:
 
 # Added to every window so that the scheduling jitter between taking a slot and the request
 # leaving (and reaching the provider) cannot squeeze one more send into a provider's second.
-SAFETY_MARGIN_US = 20_000
+SAFETY_MARGIN_US = 30_000
 
 
 class Pacer:

@@ -1,7 +1,9 @@
 """Faults with real processes: a worker killed in the middle of a bulk send loses nothing and
-sends nothing twice."""
+sends nothing twice; webhooks that arrive while Redis is stopped are all kept and processed."""
 import time
 from collections import Counter
+
+import pytest
 from datetime import timedelta
 
 from app.extensions import db
@@ -56,3 +58,74 @@ def test_a_worker_killed_mid_bulk_loses_nothing_and_sends_nothing_twice(app, api
             assert message.status == "failed" and "not sent again" in message.last_error
             assert received[message_id] <= 1
     assert sum(1 for m in statuses.values() if m.status == "sent") >= BULK - 1
+
+
+def test_redis_stopped_while_webhooks_arrive(app, api, httpserver, monkeypatch, tmp_path, run_jobs):
+    """A real Redis that stops and starts again: every webhook is answered and stored while it is
+    down, and all are processed once it is back."""
+    import shutil
+    import socket
+    import subprocess
+
+    from redis import Redis
+
+    from app.models import WebhookEvent
+    from app.services import webhooks
+    from tests.sendgrid_fake import EventWebhookSigner, events_body
+
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start():
+        process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                Redis.from_url(url).ping()
+                return process
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    redis_process = start()
+    try:
+        monkeypatch.setitem(app.config, "REDIS_URL", url)
+        monkeypatch.delitem(app.extensions, "redis", raising=False)
+        fake = FakeSendGrid(httpserver)
+        point_at(app, monkeypatch, "SENDGRID_API_BASE", fake.url)
+        signer = EventWebhookSigner()
+        integration_id = make_email(api)
+        api.post(f"/api/integrations/{integration_id}/configure/email/",
+                 json={"webhook_verification_key": signer.public_key})
+        message_id = api.post("/api/messages/", json={"channel": "email", "to": "jane@example.com",
+                                                     "subject": "s", "body": "b"}).json["id"]
+        run_jobs()
+        path = api.get(f"/api/integrations/{integration_id}/").json["webhook_url"].replace(
+            "https://switchboard.example.com", "")
+
+        redis_process.terminate()  # Redis stops; the app's pooled connections break
+        redis_process.wait(timeout=10)
+        client = app.test_client()
+        for n, kind in enumerate(("delivered", "open", "click")):
+            body = events_body({"event": kind, "sg_event_id": f"down{n}", "sg_message_id": "sgmsg1.x",
+                                "switchboard_message_id": message_id, "timestamp": int(time.time())})
+            response = client.post(path, data=body, headers=signer.headers(body))
+            assert response.status_code == 200 and response.json == {"status": "accepted"}
+        db.session.expire_all()
+        assert db.session.query(WebhookEvent).filter_by(status="pending").count() == 3
+
+        redis_process = start()  # back, empty: nothing of the queue survived
+        assert webhooks.sweep() == 3
+        run_jobs()
+        db.session.expire_all()
+        assert db.session.query(WebhookEvent).filter_by(status="processed").count() == 3
+        assert api.get(f"/api/messages/{message_id}/").json["status"] == "clicked"
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
+        app.extensions.pop("redis", None)

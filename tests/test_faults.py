@@ -36,10 +36,19 @@ def test_a_worker_killed_mid_bulk_loses_nothing_and_sends_nothing_twice(app, api
         worker.process.wait(timeout=10)
     assert 8 <= len(fake.sent) < BULK, "the worker should have been killed part-way"
 
+    # Once its timeout has passed, RQ finds the dead worker's batch abandoned and runs it again.
+    from rq.registry import StartedJobRegistry
+
+    from app.jobs.messages import BATCH_THREADS
+    from app.queue import task_queue
+    StartedJobRegistry(queue=task_queue()).cleanup(time.time() + 3600)
+    for job_id in task_queue().scheduled_job_registry.get_job_ids():  # the retry waits 5 s: take it now
+        task_queue().scheduled_job_registry.remove(job_id)
+        task_queue().enqueue_job(task_queue().fetch_job(job_id))
     run_jobs()  # a new worker finishes what was queued
     db.session.expire_all()
     left_sending = db.session.query(Message).filter_by(status="sending").all()
-    assert len(left_sending) <= 1  # at most the one the dead worker had in hand
+    assert len(left_sending) <= BATCH_THREADS  # at most those the dead worker had in hand
     for message in left_sending:
         message.sending_started_at = utcnow() - timedelta(minutes=11)
     db.session.commit()
@@ -57,7 +66,7 @@ def test_a_worker_killed_mid_bulk_loses_nothing_and_sends_nothing_twice(app, api
         else:  # the one interrupted in flight: ended, not resent
             assert message.status == "failed" and "not sent again" in message.last_error
             assert received[message_id] <= 1
-    assert sum(1 for m in statuses.values() if m.status == "sent") >= BULK - 1
+    assert sum(1 for m in statuses.values() if m.status == "sent") >= BULK - BATCH_THREADS
 
 
 def test_redis_stopped_while_webhooks_arrive(app, api, httpserver, monkeypatch, tmp_path, run_jobs):

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from flask import current_app
 from rq.job import Job
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from ..extensions import db
 from ..models import Integration, Message, User, utcnow
@@ -24,6 +24,7 @@ MAX_ATTEMPTS = 5
 RETRY_INTERVALS = (10, 30, 90, 270)  # seconds before attempts 2..5: exponential backoff
 FAILURES_BEFORE_ERROR = 5  # provider-side failures in a row that mark an integration as in error
 MAX_PACING_WAIT = 30.0
+BULK_LOST_AFTER_MINUTES = 30
 PACED_REQUEUE_SECONDS = 1
 
 
@@ -202,9 +203,12 @@ def sweep() -> dict[str, int]:
     """Every minute: queue messages whose job was lost (Redis was down), and end sends a dead
     worker left half-done without sending them again."""
     now = utcnow()
-    waiting = db.session.scalars(select(Message).where(Message.status == "queued",
-                                                       Message.updated_at < now - timedelta(minutes=2))
-                                 .limit(5000)).all()
+    # A bulk send's later batches may wait long in line, so its messages count as lost only much later.
+    waiting = db.session.scalars(select(Message).where(
+        Message.status == "queued",
+        or_(Message.updated_at < now - timedelta(minutes=BULK_LOST_AFTER_MINUTES),
+            and_(Message.bulk_id.is_(None), Message.updated_at < now - timedelta(minutes=2))))
+        .limit(5000)).all()
     requeued = [m for m in waiting if not Job.exists(m.id, connection=redis_connection())]
     for message in requeued:
         enqueue(message)

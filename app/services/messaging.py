@@ -269,10 +269,25 @@ def create_bulk(organization_id: int, data: Any) -> tuple[str | None, list[Messa
         existing = existing_for_key(organization_id, request.idempotency_key)
         messages.append(existing or store(organization_id, request, bulk_id=bulk_id))
     db.session.commit()
-    for message in messages:
-        if message.bulk_id == bulk_id:
-            enqueue(message)
+    enqueue_batches([m for m in messages if m.bulk_id == bulk_id])
     return bulk_id, messages, {}
+
+
+def enqueue_batches(messages: list[Message]) -> None:
+    """Queue a bulk send in batches (scheduled ones each at its time). If Redis is down the
+    messages stay queued and the sweep queues them one by one."""
+    from ..jobs.messages import BATCH_RETRY, BATCH_SIZE, BATCH_TIMEOUT, deliver_batch
+    now_ids = [m.id for m in messages if m.status == "queued"]
+    for message in messages:
+        if message.status == "scheduled":
+            enqueue(message)
+    try:
+        queue = task_queue()
+        for first in range(0, len(now_ids), BATCH_SIZE):
+            queue.enqueue(deliver_batch, now_ids[first:first + BATCH_SIZE], result_ttl=600, failure_ttl=7 * 86400,
+                          job_timeout=BATCH_TIMEOUT, retry=BATCH_RETRY)
+    except RedisError:
+        current_app.logger.warning("Redis unavailable: a bulk send waits for the sweep")
 
 
 def bulk_progress(organization_id: int, bulk_id: str) -> dict[str, Any] | None:

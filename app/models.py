@@ -27,6 +27,8 @@ class Organization(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # ISO 3166 country of local phone numbers ("4155552671" is +14155552671 with "US").
+    default_country: Mapped[str] = mapped_column(String(2), default="US", server_default="US")
 
 
 ROLES = ("admin", "staff")
@@ -240,3 +242,74 @@ class WebhookEvent(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     processed_at: Mapped[datetime | None]  # while "processing": when the drain took it
+
+
+contact_tags = sa.Table(
+    "contact_tags", db.metadata,
+    sa.Column("contact_id", ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag_id", ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Contact(db.Model):
+    """A person of an organisation. One contact per email and one per phone (NULLs allowed many times)."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "email", name="uq_contacts_org_email"),
+        UniqueConstraint("organization_id", "phone", name="uq_contacts_org_phone"),
+        Index("ix_contacts_org_created", "organization_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(320))  # normalised, lowercase
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # custom fields
+    source: Mapped[str | None] = mapped_column(String(100))
+    # Optimistic locking: an update of a row someone else changed meanwhile fails and is redone.
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __mapper_args__ = {"version_id_col": version}
+
+    tags: Mapped[list["Tag"]] = relationship(secondary=contact_tags, order_by="Tag.name", back_populates="contacts")
+    events: Mapped[list["ContactEvent"]] = relationship(order_by="ContactEvent.id", cascade="all, delete-orphan",
+                                                        passive_deletes=True)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email or self.phone or f"Contact {self.id}"
+
+
+class Tag(db.Model):
+    """A label on contacts; names are unique per organisation regardless of case."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("organization_id", "normalized_name", name="uq_tags_org_normalized_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    normalized_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    contacts: Mapped[list[Contact]] = relationship(secondary=contact_tags, back_populates="tags")
+
+
+class ContactEvent(db.Model):
+    """A contact's timeline: created, updated, tagged, and later submissions, leads and messages."""
+
+    __tablename__ = "contact_events"
+    __table_args__ = (Index("ix_contact_events_contact_id_id", "contact_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)

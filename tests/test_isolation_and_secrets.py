@@ -144,3 +144,37 @@ def test_config_generates_dev_secrets_and_refuses_production(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="production"):
         config.Config.finalise({"APP_ENV": "production", "REDIS_URL": "redis://x"})
     assert config.database_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+
+
+@pytest.fixture
+def foreign_contact(other_api):
+    """A contact of another organisation, with a tag."""
+    return other_api.post("/api/contacts/", json={"name": "Their Contact", "email": "their.contact@example.com",
+                                                  "tags": ["theirs"]}).json["id"]
+
+
+def _url_for_contact_rule(rule, contact_id):
+    return (rule.rule.replace("<int:contact_id>", str(contact_id)).replace("<int:tag_id>", "1")
+            .replace("<name>", "theirs"))
+
+
+def test_every_contact_route_gives_404_for_another_organisation(app, api, browser, foreign_contact):
+    from app.models import Contact
+    rules = [r for r in app.url_map.iter_rules() if "contact_id" in r.arguments]
+    assert len(rules) >= 6
+    token = csrf_token_from(browser.get("/account/password").get_data(as_text=True))
+    for rule in rules:
+        url = _url_for_contact_rule(rule, foreign_contact)
+        assert "<" not in url, f"add a substitution for {rule.rule}"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            if rule.endpoint.startswith("api."):
+                response = api.open(url, method=method, json={"tags": ["stolen"]})
+            else:
+                data = {"csrf_token": token, "name": "stolen"} if method == "POST" else None
+                response = browser.client.open(url, method=method, data=data)
+            assert response.status_code == 404, (method, url, response.status_code)
+            body = response.get_data(as_text=True)
+            assert "Their Contact" not in body and "their.contact@example.com" not in body
+    db.session.expire_all()
+    theirs = db.session.get(Contact, foreign_contact)
+    assert theirs.name == "Their Contact" and [t.name for t in theirs.tags] == ["theirs"]

@@ -197,3 +197,76 @@ def list_messages():
                        per_page=requested_per_page(50, 200), error_out=False)
     return jsonify({"items": [messaging.serialize(m, with_events=False) for m in page.items], "page": page.page,
                     "pages": page.pages, "total": page.total})
+
+
+# -- contacts (issue #4) ----------------------------------------------------------------------
+
+from ..services import contacts as contacts_svc  # noqa: E402
+
+
+def _owned_contact(contact_id: int):
+    contact = contacts_svc.get_for_org(_org_id(), contact_id)
+    if contact is None:
+        abort(404)
+    return contact
+
+
+@bp.get("/contacts/")
+def list_contacts():
+    errors, filters = {}, {}
+    country = contacts_svc.default_country(_org_id())
+    for name, normalise in (("email", contacts_svc.normalise_email),
+                            ("phone", lambda v: contacts_svc.normalise_phone(v, country))):
+        raw = request.args.get(name)
+        if raw:
+            filters[name], error = normalise(raw)
+            if error:
+                errors[name] = [error]
+    if errors:
+        return _bad(errors)
+    query = contacts_svc.list_query(_org_id(), search=request.args.get("q"), tag=request.args.get("tag"), **filters)
+    page = db.paginate(query, page=requested_page(), per_page=requested_per_page(100, 500), error_out=False)
+    response = jsonify([contacts_svc.serialize(c) for c in page.items])
+    response.headers["X-Total-Count"] = str(page.total)
+    return response
+
+
+@bp.post("/contacts/")
+def upsert_contact():
+    body = _json_body()
+    contact, created, errors = contacts_svc.upsert_contact(_org_id(), body, source="api")
+    if errors:
+        db.session.rollback()
+        return _bad(errors)
+    db.session.commit()
+    return jsonify(contacts_svc.serialize(contact, detail=True)), 201 if created else 200
+
+
+@bp.get("/contacts/<int:contact_id>/")
+def get_contact(contact_id):
+    return jsonify(contacts_svc.serialize(_owned_contact(contact_id), detail=True))
+
+
+@bp.post("/contacts/<int:contact_id>/tags/")
+def add_contact_tags(contact_id):
+    contact = _owned_contact(contact_id)
+    body = _json_body()
+    errors = {}
+    names = contacts_svc.clean_tag_names(body.get("tags"), errors)
+    if not errors and not names:
+        errors["tags"] = ["Give a list of tag names."]
+    if errors:
+        return _bad(errors)
+    contacts_svc.apply_tags(contact, names)
+    db.session.commit()
+    return jsonify(contacts_svc.serialize(contact, detail=True))
+
+
+@bp.delete("/contacts/<int:contact_id>/tags/<name>/")
+def remove_contact_tag(contact_id, name):
+    contact = _owned_contact(contact_id)
+    tag = contacts_svc.find_tag(_org_id(), name) or abort(404)
+    if not contacts_svc.remove_tag(contact, tag):
+        abort(404)
+    db.session.commit()
+    return "", 204

@@ -1,0 +1,111 @@
+"""Contacts list, contact detail with tags and timeline, tag management."""
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..extensions import db
+from ..pagination import requested_page
+from ..services import contacts as svc
+from . import bp
+from .forms import ActionForm, TagForm
+
+PAGE_SIZE = 50
+
+
+@bp.before_request
+@login_required
+def require_login():
+    return None
+
+
+def _owned(contact_id: int):
+    return svc.get_for_org(current_user.organization_id, contact_id) or abort(404)
+
+
+def _owned_tag(tag_id: int):
+    return svc.get_tag(current_user.organization_id, tag_id) or abort(404)
+
+
+@bp.get("/contacts")
+def index():
+    search = (request.args.get("q") or "").strip()[:200]
+    tag = (request.args.get("tag") or "").strip()[:100]
+    query = svc.list_query(current_user.organization_id, search=search or None, tag=tag or None)
+    page = db.paginate(query, page=requested_page(), per_page=PAGE_SIZE, error_out=False)
+    return render_template("contacts/index.html", page=page, search=search, tag=tag,
+                           tags=svc.tag_names(current_user.organization_id))
+
+
+@bp.get("/contacts/<int:contact_id>")
+def detail(contact_id):
+    return _detail_page(_owned(contact_id))
+
+
+def _detail_page(contact, form: TagForm | None = None, status: int = 200):
+    return render_template("contacts/detail.html", contact=contact, form=form or TagForm(formdata=None),
+                           action_form=ActionForm(), events=list(reversed(contact.events))), status
+
+
+@bp.post("/contacts/<int:contact_id>/tags")
+def add_tag(contact_id):
+    contact = _owned(contact_id)
+    form = TagForm()
+    if form.validate_on_submit():
+        errors = {}
+        names = svc.clean_tag_names([form.name.data or ""], errors, field="name")
+        if not errors:
+            added = svc.apply_tags(contact, names)
+            db.session.commit()
+            flash(f"Tagged {names[0]}." if added else f"Already tagged {names[0]}.", "success")
+            return redirect(url_for("contacts.detail", contact_id=contact.id))
+        form.name.errors = errors["name"]
+    return _detail_page(contact, form, 400)
+
+
+@bp.post("/contacts/<int:contact_id>/tags/<int:tag_id>/remove")
+def remove_tag(contact_id, tag_id):
+    contact, tag = _owned(contact_id), _owned_tag(tag_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    if svc.remove_tag(contact, tag):
+        db.session.commit()
+        flash(f"Tag {tag.name} removed.", "success")
+    return redirect(url_for("contacts.detail", contact_id=contact.id))
+
+
+@bp.get("/contacts/tags")
+def tags():
+    return render_template("contacts/tags.html", rows=svc.tags_with_counts(current_user.organization_id),
+                           action_form=ActionForm(), errors={}, failed_id=None)
+
+
+@bp.post("/contacts/tags/<int:tag_id>/rename")
+def rename_tag(tag_id):
+    tag = _owned_tag(tag_id)
+    form = ActionForm()
+    if form.validate_on_submit():
+        old = tag.name
+        errors = svc.rename_tag(tag, request.form.get("name"))
+        if not errors:
+            db.session.commit()
+            flash(f"Tag {old} renamed to {tag.name}.", "success")
+            return redirect(url_for("contacts.tags"))
+        db.session.rollback()
+    else:
+        errors = {"name": ["The form expired. Try again."]}
+    return render_template("contacts/tags.html", rows=svc.tags_with_counts(current_user.organization_id),
+                           action_form=ActionForm(), errors=errors, failed_id=tag_id,
+                           submitted=request.form.get("name", "")), 400
+
+
+@bp.route("/contacts/tags/<int:tag_id>/delete", methods=["GET", "POST"])
+def delete_tag(tag_id):
+    tag = _owned_tag(tag_id)
+    form = ActionForm()
+    if form.validate_on_submit():
+        name = tag.name
+        svc.delete_tag(tag)
+        db.session.commit()
+        flash(f"Tag {name} deleted. Its contacts are kept.", "success")
+        return redirect(url_for("contacts.tags"))
+    count = dict((t.id, n) for t, n in svc.tags_with_counts(current_user.organization_id)).get(tag.id, 0)
+    return render_template("contacts/delete_tag.html", tag=tag, count=count, form=form)

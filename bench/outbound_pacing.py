@@ -5,7 +5,7 @@ Prints the achieved rate as a share of the limit (target: at least 95%) and the 
 one-second window seen by the provider (it must never exceed the limit), next to a baseline
 from the same run: the same workers sending unpaced, which shows the capacity the limiter holds back.
 
-    .venv/bin/python bench/outbound_pacing.py [--messages 10000] [--rate 80] [--workers 12]
+    .venv/bin/python bench/outbound_pacing.py [--messages 10000] [--rate 80] [--workers 8]
 """
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ def run(app, args, env, provider, integration_id, count: int, rate: float | None
         db.session.query(Message).delete()
         db.session.commit()
     arrivals = sorted(provider.arrivals)
+    if rate and os.environ.get("PACING_DUMP"):
+        Path(os.environ["PACING_DUMP"]).write_text("\n".join(f"{a:.6f}" for a in arrivals))
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
     achieved = (len(arrivals) - 1) / span if span else float("nan")
     return {"sent": len(arrivals), "seconds": span, "rate": achieved, "busiest": busiest_window(arrivals)}
@@ -105,7 +107,7 @@ def main() -> None:
     parser.add_argument("--baseline-messages", type=int, default=1_000)
     parser.add_argument("--rate", type=float, default=80.0)
     parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--database-url", help="a scratch database (emptied); default: SQLite in a temporary folder")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ DELIVERY_RETRY = Retry(max=delivery.MAX_ATTEMPTS - 1, interval=list(delivery.RET
 # A bulk send's messages go out in batches, each batch by a few threads of one job: the provider's
 # latency overlaps and RQ's per-job work is paid once a batch, while pacing still holds per message.
 BATCH_SIZE = 25
-BATCH_THREADS = 8
+BATCH_THREADS = 4
 BATCH_TIMEOUT = 300
 # A batch whose worker died is run again once RQ sees it abandoned: what was sent is not claimable again.
 BATCH_RETRY = Retry(max=2, interval=5)

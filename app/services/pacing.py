@@ -52,8 +52,9 @@ class Pacer:
                                         args=[interval_us(rate_per_second), int((max_wait - waited) * 1_000_000)]))
             if wait_us < 0:
                 raise TimeoutError(f"no sending slot within {max_wait:g} s")
+            if not wait_us:
+                return time.monotonic() - started
             moment = time.monotonic() + wait_us / 1_000_000
-            if wait_us:
-                time.sleep(wait_us / 1_000_000)
+            time.sleep(wait_us / 1_000_000)
             if time.monotonic() - moment <= LATE_TOLERANCE:
                 return time.monotonic() - started

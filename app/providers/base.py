@@ -147,6 +147,8 @@ class Provider:
     default_rate_limit: ClassVar[float] = 1.0
     # The provider has its own test mode (SendGrid sandbox_mode, Mailgun o:testmode): sandboxed sends still call it.
     has_test_mode: ClassVar[bool] = False
+    # Headers of its webhooks worth keeping with the stored body (lower-case): signatures, timestamps.
+    webhook_headers: ClassVar[tuple[str, ...]] = ()
     # The provider may deliver events by GET with query parameters (Vonage's receipts can be configured so).
     get_delivers_events: ClassVar[bool] = False
 

@@ -24,12 +24,8 @@ from ..queue import redis_connection, task_queue
 from . import integrations as svc
 from .messaging import add_event
 
-# Headers worth keeping with the stored body: signatures, timestamps, content type.
-KEPT_HEADERS = ("content-type", "user-agent", "x-twilio-signature", "x-hub-signature-256", "x-mandrill-signature",
-                "x-plivo-signature-v3", "x-plivo-signature-v3-nonce", "x-plivo-signature-v2",
-                "x-plivo-signature-v2-nonce", "x-plivo-signature-ma-v3",
-                "x-twilio-email-event-webhook-signature", "x-twilio-email-event-webhook-timestamp",
-                "x-amz-sns-message-type", "x-amz-sns-message-id", "x-amz-sns-topic-arn", "authorization")
+# Headers kept with every stored body, besides the ones each adapter names (its signatures).
+KEPT_HEADERS = ("content-type", "user-agent", "authorization")
 SECRET_HEADERS = ("authorization",)
 MAX_PROCESSING_ATTEMPTS = 5
 DRAIN_QUEUED_FLAG = "switchboard:webhooks:drain-queued"
@@ -100,7 +96,8 @@ def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
     # A Core insert: intake is the hot path, and nothing here needs the ORM's unit of work.
     row = dict(organization_id=integration.organization_id, integration_id=integration.id, provider=provider,
                dedup_key=adapter.webhook_dedup_key(inbound)[:255], url=inbound.url,
-               headers={k: v for k, v in inbound.headers.items() if k in KEPT_HEADERS},
+               headers={k: v for k, v in inbound.headers.items()
+                        if k in KEPT_HEADERS or k in adapter.webhook_headers},
                form=[list(pair) for pair in inbound.form], body=inbound.body, status="pending",
                received_at=utcnow(), attempts=0)
     try:

@@ -55,6 +55,7 @@ class MailchimpTransactional(Provider):
     name = "mailchimp"
     label = "Mailchimp Transactional (Mandrill)"
     receives_webhooks = True
+    webhook_headers = ("x-mandrill-signature",)
     has_test_mode = False  # test API keys exist, but as separate keys, not a per-message switch
     # Mandrill meters by hourly quota rather than a per-second limit; ten a second stays well inside a new
     # account's quota and staff can raise it.

@@ -32,6 +32,7 @@ class SendGrid(Provider):
     name = "sendgrid"
     label = "SendGrid"
     receives_webhooks = True
+    webhook_headers = ("x-twilio-email-event-webhook-signature", "x-twilio-email-event-webhook-timestamp")
     has_test_mode = True
     default_rate_limit = 100.0  # mail/send takes up to 3,000 requests a second; stay well below
     fields = SENDER_FIELDS + (

@@ -29,6 +29,7 @@ class AmazonSES(Provider):
     name = "ses"
     label = "Amazon SES"
     receives_webhooks = True
+    webhook_headers = ("x-amz-sns-message-type", "x-amz-sns-message-id", "x-amz-sns-topic-arn")
     has_test_mode = False  # SES has a mailbox simulator (recipients), not a test mode for real recipients
     # New production accounts start at 14 messages a second (sandbox accounts at 1): the connection test
     # reports the account's own MaxSendRate, to set here when it differs.

@@ -41,6 +41,7 @@ class Plivo(Provider):
     name = "plivo"
     label = "Plivo"
     receives_webhooks = True
+    webhook_headers = ("x-plivo-signature-v3", "x-plivo-signature-v3-nonce", "x-plivo-signature-ma-v3", "x-plivo-signature-v2", "x-plivo-signature-v2-nonce")
     default_rate_limit = 5.0  # Plivo queues messages per sender; five API requests a second is a safe default
     fields = SENDER_FIELDS + (
         Field("auth_id", "Auth ID", required=True, pattern=r"^[A-Z0-9]{20}$",

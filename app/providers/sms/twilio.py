@@ -57,6 +57,7 @@ class Twilio(Provider):
     name = "twilio"
     label = "Twilio"
     receives_webhooks = True
+    webhook_headers = ("x-twilio-signature",)
     # A US/Canada long code sends one segment a second (toll-free 3, short code 100); Twilio queues any excess.
     default_rate_limit = 1.0
     fields = SENDER_FIELDS + (

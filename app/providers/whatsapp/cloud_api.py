@@ -42,6 +42,7 @@ class WhatsAppCloudAPI(Provider):
     name = "cloud_api"
     label = "WhatsApp Cloud API"
     receives_webhooks = True
+    webhook_headers = ("x-hub-signature-256",)
     has_test_mode = False  # the Cloud API has none: sandboxed messages stop before the network call
     default_rate_limit = 80.0  # Cloud API throughput: 80 messages a second per business number
     fields = (

@@ -98,6 +98,9 @@ class Integration(db.Model):
     sandbox: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Provider-side send failures in a row; enough of them mark the integration as in error.
     consecutive_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Sign-up pages: SHA-256 of the X-API-Key of the server-to-server endpoint (the key is shown once).
+    api_key_hash: Mapped[str | None] = mapped_column(String(64))
+    api_key_created_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -190,6 +193,10 @@ class Message(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     bulk_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Who it went to and which campaign step sent it, when it was sent for a contact or a campaign.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    campaign_step_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_steps.id", ondelete="SET NULL"),
+                                                         index=True)
     send_at: Mapped[datetime | None]
     sending_started_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
@@ -313,3 +320,131 @@ class ContactEvent(db.Model):
     description: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(db.Model):
+    """A named sequence of steps; each enrolled contact goes through them once."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (UniqueConstraint("organization_id", "normalized_name", name="uq_campaigns_org_normalized_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    normalized_name: Mapped[str] = mapped_column(String(200))  # sign-up pages and Lead Ads name their campaign
+    description: Mapped[str | None] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    steps: Mapped[list["CampaignStep"]] = relationship(order_by="CampaignStep.position", cascade="all, delete-orphan",
+                                                       passive_deletes=True)
+
+
+class CampaignStep(db.Model):
+    """Send one message, `delay_minutes` after the previous step (or after enrolment, for the first)."""
+
+    __tablename__ = "campaign_steps"
+    __table_args__ = (UniqueConstraint("campaign_id", "position", name="uq_campaign_steps_campaign_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int]  # 0, 1, 2 ...
+    delay_minutes: Mapped[int] = mapped_column(default=0)
+    # Either a given integration, or the channel's first active integration when the step runs.
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(10))
+    subject: Mapped[str | None] = mapped_column(String(998))
+    body: Mapped[str | None] = mapped_column(Text)  # with {{first_name}}-style placeholders
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # WhatsApp: {"name", "language", "parameters"}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+ENROLLMENT_STATUSES = ("active", "completed", "stopped")
+
+
+class CampaignEnrollment(db.Model):
+    """A contact in a campaign: once per campaign (unique), with the next step and when it is due."""
+
+    __tablename__ = "campaign_enrollments"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_campaign_enrollments_campaign_contact"),
+        Index("ix_campaign_enrollments_status_next_run", "status", "next_run_at"),
+        Index("ix_campaign_enrollments_contact_id", "contact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    source: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    next_position: Mapped[int] = mapped_column(default=0)  # the position of the step that runs next
+    next_run_at: Mapped[datetime | None]
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+    campaign: Mapped[Campaign] = relationship()
+    contact: Mapped[Contact] = relationship()
+
+
+SUBMISSION_STATUSES = ("pending", "processed", "spam", "invalid", "failed")
+SUBMISSION_SOURCES = ("hosted", "embed", "api")
+
+
+class SignupSubmission(db.Model):
+    """A sign-up as it arrived, stored before it is processed (DESIGN rule 1)."""
+
+    __tablename__ = "signup_submissions"
+    __table_args__ = (
+        Index("ix_signup_submissions_integration_received", "integration_id", "received_at"),
+        Index("ix_signup_submissions_status_received", "status", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_message_id)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(10))  # hosted, embed or api
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the raw submitted values
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    origin: Mapped[str | None] = mapped_column(String(300))
+    fill_seconds: Mapped[float | None]  # from showing the form to submitting it
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    errors: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    spam_reason: Mapped[str | None] = mapped_column(String(200))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+
+
+LEAD_STATUSES = ("pending", "processed", "failed")
+
+
+class Lead(db.Model):
+    """A Facebook Lead Ads lead: one per leadgen_id per organisation, however often it is announced."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "leadgen_id", name="uq_leads_org_leadgen_id"),
+        Index("ix_leads_integration_received", "integration_id", "received_at"),
+        Index("ix_leads_status_received", "status", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    leadgen_id: Mapped[str] = mapped_column(String(64))
+    form_id: Mapped[str | None] = mapped_column(String(64))
+    page_id: Mapped[str | None] = mapped_column(String(64))
+    ad_id: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(10), default="webhook")  # webhook or import
+    created_time: Mapped[datetime | None]  # when the person submitted the form, by Meta's clock
+    field_data: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # Graph's field_data, once fetched
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]

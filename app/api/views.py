@@ -270,3 +270,58 @@ def remove_contact_tag(contact_id, name):
         abort(404)
     db.session.commit()
     return "", 204
+
+
+# -- campaigns (issue #4) ---------------------------------------------------------------------
+
+from ..services import campaigns as campaigns_svc  # noqa: E402
+
+
+def _owned_campaign(campaign_id: int):
+    return campaigns_svc.get_for_org(_org_id(), campaign_id) or abort(404)
+
+
+@bp.get("/campaigns/")
+def list_campaigns():
+    return jsonify([{**campaigns_svc.serialize(c), "enrolled": enrolled}
+                    for c, _, enrolled in campaigns_svc.list_for_org(_org_id())])
+
+
+@bp.post("/campaigns/")
+def create_campaign():
+    campaign, errors = campaigns_svc.create(_org_id(), _json_body())
+    if errors:
+        db.session.rollback()
+        return _bad(errors)
+    db.session.commit()
+    return jsonify(campaigns_svc.serialize(campaign, detail=True)), 201
+
+
+@bp.get("/campaigns/<int:campaign_id>/")
+def get_campaign(campaign_id):
+    return jsonify(campaigns_svc.serialize(_owned_campaign(campaign_id), detail=True))
+
+
+@bp.get("/campaigns/<int:campaign_id>/enrollments/")
+def list_enrollments(campaign_id):
+    campaign = _owned_campaign(campaign_id)
+    page = db.paginate(campaigns_svc.enrollments_query(campaign), page=requested_page(),
+                       per_page=requested_per_page(100, 500), error_out=False)
+    return jsonify({"items": [campaigns_svc.serialize_enrollment(e) for e in page.items], "page": page.page,
+                    "pages": page.pages, "total": page.total})
+
+
+@bp.post("/campaigns/<int:campaign_id>/enrollments/")
+def enroll_contact(campaign_id):
+    campaign = _owned_campaign(campaign_id)
+    body = _json_body()
+    contact_id = body.get("contact_id")
+    contact = (contacts_svc.get_for_org(_org_id(), contact_id)
+               if isinstance(contact_id, int) and not isinstance(contact_id, bool) and 0 < contact_id < 2**31 else None)
+    if contact is None:
+        return _bad({"contact_id": ["No contact with this id."]})
+    enrollment, created = campaigns_svc.enroll(contact, campaign, source="api")
+    db.session.commit()
+    if created:
+        campaigns_svc.queue_step(enrollment)
+    return jsonify(campaigns_svc.serialize_enrollment(enrollment)), 201 if created else 200

@@ -140,20 +140,12 @@ def first_in_line(organization_id: int, channel: str, *, excluding: set[int] = f
     return db.session.scalars(query.limit(1)).first()
 
 
-def validate_request(organization_id: int, data: Any) -> tuple[MessageRequest | None, Errors]:
-    if not isinstance(data, dict):
-        return None, {"body": ["Send a JSON object."]}
-    errors: Errors = {name: ["This field is not known."] for name in sorted(set(data) - FIELDS)}
-    integration = _sending_integration(organization_id, data, errors)
-    channel = integration.integration_type if integration else data.get("channel")
-    if channel not in CHANNELS:
-        return None, errors
+def validate_content(channel: str, data: dict, errors: Errors) -> dict[str, Any]:
+    """What a message of this channel says (subject, body, html, template, media_url), checked as
+    the channel needs it; problems go into errors by field."""
     for name, only in CHANNEL_ONLY.items():
         if data.get(name) not in (None, "") and channel != only:
             errors[name] = [f"Only {only} messages take {name}."]
-    to, problem = clean_recipient(channel, data.get("to"))
-    if problem:
-        errors["to"] = [problem]
     subject = _text(data, "subject", errors, 998)
     body = _text(data, "body", errors, MAX_BODY[channel])
     html = _text(data, "html", errors, MAX_BODY["email"])
@@ -161,10 +153,6 @@ def validate_request(organization_id: int, data: Any) -> tuple[MessageRequest | 
     media_url = _text(data, "media_url", errors, 2000)
     if media_url and (urlsplit(media_url).scheme != "https" or not urlsplit(media_url).hostname):
         errors["media_url"] = ["Give a public https:// link to the media."]
-    send_at, problem = _parse_send_at(data.get("send_at"))
-    if problem:
-        errors["send_at"] = [problem]
-    key = _text(data, "idempotency_key", errors, 255)
     if channel == "email":
         if not subject and "subject" not in errors:
             errors["subject"] = ["An email needs a subject."]
@@ -179,9 +167,28 @@ def validate_request(organization_id: int, data: Any) -> tuple[MessageRequest | 
             errors["body"] = ["A template carries its own text: leave body empty and give parameters."]
         elif body and media_url and len(body) > MAX_CAPTION:
             errors["body"] = [f"A caption under media is at most {MAX_CAPTION:,} characters."]
+    return {"subject": subject, "body": body, "html": html, "template": template, "media_url": media_url}
+
+
+def validate_request(organization_id: int, data: Any) -> tuple[MessageRequest | None, Errors]:
+    if not isinstance(data, dict):
+        return None, {"body": ["Send a JSON object."]}
+    errors: Errors = {name: ["This field is not known."] for name in sorted(set(data) - FIELDS)}
+    integration = _sending_integration(organization_id, data, errors)
+    channel = integration.integration_type if integration else data.get("channel")
+    if channel not in CHANNELS:
+        return None, errors
+    to, problem = clean_recipient(channel, data.get("to"))
+    if problem:
+        errors["to"] = [problem]
+    content = validate_content(channel, data, errors)
+    send_at, problem = _parse_send_at(data.get("send_at"))
+    if problem:
+        errors["send_at"] = [problem]
+    key = _text(data, "idempotency_key", errors, 255)
     if errors:
         return None, errors
-    return MessageRequest(channel, integration, to, subject, body, html, template, media_url, send_at, key), {}
+    return MessageRequest(channel, integration, to, send_at=send_at, idempotency_key=key, **content), {}
 
 
 def existing_for_key(organization_id: int, key: str | None) -> Message | None:

@@ -46,6 +46,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from . import models  # noqa: F401  (models register with the metadata)
     from .api import bp as api_bp
     from .auth import bp as auth_bp
+    from .campaigns import bp as campaigns_bp
     from .cli import register_cli
     from .contacts import bp as contacts_bp
     from .integrations import bp as integrations_bp
@@ -54,6 +55,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(integrations_bp)
     app.register_blueprint(contacts_bp)
+    app.register_blueprint(campaigns_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(webhooks_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF

@@ -101,6 +101,23 @@ def step_message_counts(campaign: Campaign) -> dict[int, dict[str, int]]:
     return counts
 
 
+def enrollment_counts(campaign: Campaign) -> dict[str, int]:
+    rows = db.session.execute(select(CampaignEnrollment.status, func.count())
+                              .where(CampaignEnrollment.campaign_id == campaign.id)
+                              .group_by(CampaignEnrollment.status)).all()
+    return {status: count for status, count in rows}
+
+
+def describe_delay(minutes: int) -> str:
+    if not minutes:
+        return "right away"
+    for unit, size in (("day", 1440), ("hour", 60)):
+        if minutes % size == 0:
+            count = minutes // size
+            return f"after {count} {unit}{'s' if count != 1 else ''}"
+    return f"after {minutes} minute{'s' if minutes != 1 else ''}"
+
+
 def step_messages(step: CampaignStep, limit: int = 20) -> list[Message]:
     return list(db.session.scalars(select(Message).where(Message.campaign_step_id == step.id)
                                    .order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)))
@@ -444,10 +461,7 @@ def serialize(campaign: Campaign, *, detail: bool = False) -> dict[str, Any]:
         counts = step_message_counts(campaign)
         for step in data["steps"]:
             step["messages"] = counts.get(step["id"], {})
-        rows = db.session.execute(select(CampaignEnrollment.status, func.count())
-                                  .where(CampaignEnrollment.campaign_id == campaign.id)
-                                  .group_by(CampaignEnrollment.status)).all()
-        data["enrollments"] = {status: count for status, count in rows}
+        data["enrollments"] = enrollment_counts(campaign)
     return data
 
 

@@ -1,4 +1,6 @@
 """The integrations pages as a signed-in user sees them (server side; the browser test drives them too)."""
+import re
+
 from app.extensions import db
 from app.models import ConnectionTest, Integration
 from app.services import integrations as svc
@@ -144,3 +146,24 @@ def test_hub_caps_each_card_and_links_to_the_full_list(browser, admin, other_adm
     assert "Line 11" in listing and "Not mine" not in listing and "Next" not in listing
     assert "No Email integration." in browser.get("/integrations/type/email").get_data(as_text=True)
     assert browser.get("/integrations/type/fax").status_code == 404
+
+
+def test_settings_set_the_default_country_that_reads_local_numbers(browser, api, admin):
+    page = browser.get("/settings").get_data(as_text=True)
+    assert re.search(r'<option[^>]*selected[^>]*value="US"', page) and "United Kingdom (+44)" in page
+    bad = browser.post("/settings", data={"name": "", "default_country": "ZZ"}, token_from="/settings")
+    assert bad.status_code == 400
+    text = bad.get_data(as_text=True)
+    assert "Give the organisation a name" in text and "Choose a country from the list." in text
+    response = browser.post("/settings", data={"name": "Acme UK", "default_country": "GB"}, token_from="/settings")
+    assert response.status_code == 302
+    contact = api.post("/api/contacts/", json={"phone": "020 7946 0958"}).json
+    assert contact["phone"] == "+442079460958"
+
+
+def test_only_admins_change_settings(app, admin):
+    from tests.conftest import Browser, make_user
+    make_user("Acme", "staff@acme.example.com", role="staff")
+    staff = Browser(app.test_client()).login("staff@acme.example.com")
+    assert "Only admins can change these." in staff.get("/settings").get_data(as_text=True)
+    assert staff.post("/settings", data={"name": "Mine", "default_country": "GB"}, token_from="/settings").status_code == 403

@@ -27,3 +27,11 @@ class AddUserForm(FlaskForm):
     email = EmailField("Email")
     password = PasswordField("Initial password", description="At least 10 characters.")
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], default="staff")
+
+
+class OrganizationForm(FlaskForm):
+    name = StringField("Organisation name")
+    default_country = SelectField("Default country for phone numbers", validate_choice=False,
+                                  description="Local numbers from sign-ups, leads and the API, such as 4155552671, "
+                                              "are read as numbers of this country. Numbers given with + and a "
+                                              "country code are never changed.")

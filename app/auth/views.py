@@ -1,12 +1,13 @@
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from wtforms.fields.choices import SelectChoice
 from sqlalchemy import select
 
 from ..extensions import db, limiter
 from ..models import User
 from ..services import accounts
 from . import bp
-from .forms import AddUserForm, LoginForm, PasswordForm, SetupForm
+from .forms import AddUserForm, LoginForm, OrganizationForm, PasswordForm, SetupForm
 
 
 def _attach_errors(form, errors: dict[str, list[str]]) -> None:
@@ -94,3 +95,23 @@ def users():
     people = db.session.scalars(select(User).where(User.organization_id == current_user.organization_id)
                                 .order_by(User.email)).all()
     return render_template("auth/users.html", form=form, users=people), 400 if form.errors else 200
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@login_required
+def settings():
+    organization = current_user.organization
+    form = OrganizationForm(data={"name": organization.name, "default_country": organization.default_country})
+    form.default_country.choices = [SelectChoice(code, label) for code, label in accounts.country_choices()]
+    if request.method == "POST":
+        if not current_user.is_admin:
+            abort(403)
+        if form.validate_on_submit():
+            errors = accounts.update_organization(organization, form.name.data, form.default_country.data)
+            if not errors:
+                db.session.commit()
+                flash("Organisation settings saved.", "success")
+                return redirect(url_for("auth.settings"))
+            db.session.rollback()
+            _attach_errors(form, errors)
+    return render_template("auth/settings.html", form=form), 400 if form.errors else 200

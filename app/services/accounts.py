@@ -1,10 +1,14 @@
 """Organisations, users and API tokens."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+from typing import Any
 
+import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from phonenumbers import geocoder
 from sqlalchemy import func, select
 
 from ..extensions import db
@@ -111,3 +115,27 @@ def user_for_token(token: str) -> User | None:
     if api_token.last_used_at is None or (now - api_token.last_used_at).total_seconds() > 60:
         api_token.last_used_at = now  # saved with the request's commit; at most once a minute
     return api_token.user
+
+
+@functools.cache
+def country_choices() -> tuple[tuple[str, str], ...]:
+    """(ISO code, "Name (+calling code)") for every region phonenumbers knows, by name."""
+    choices = []
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        example = phonenumbers.example_number(region)
+        name = geocoder.country_name_for_number(example, "en") if example else ""
+        choices.append((region, f"{name or region} (+{phonenumbers.country_code_for_region(region)})"))
+    return tuple(sorted(choices, key=lambda choice: choice[1]))
+
+
+def update_organization(organization: Organization, name: Any, default_country: Any) -> Errors:
+    """Rename the organisation and set the country that local phone numbers are read in."""
+    errors: Errors = {}
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
+        errors["name"] = ["Give the organisation a name of at most 200 characters."]
+    if not isinstance(default_country, str) or default_country.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        errors["default_country"] = ["Choose a country from the list."]
+    if errors:
+        return errors
+    organization.name, organization.default_country = name.strip(), default_country.upper()
+    return {}

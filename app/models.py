@@ -1,7 +1,7 @@
 """Database models. Every row belongs to an organisation (DESIGN rule 4)."""
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -75,7 +75,8 @@ INTEGRATION_STATUSES = ("active", "inactive", "error", "pending")
 
 class Integration(db.Model):
     __tablename__ = "integrations"
-    __table_args__ = (Index("ix_integrations_org_type", "organization_id", "integration_type"),)
+    __table_args__ = (Index("ix_integrations_org_type", "organization_id", "integration_type"),
+                      Index("ix_integrations_type_external_id", "integration_type", "external_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
@@ -98,6 +99,12 @@ class Integration(db.Model):
     sandbox: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Provider-side send failures in a row; enough of them mark the integration as in error.
     consecutive_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Connected Meta accounts: the Page, Instagram account or WhatsApp phone number id that Meta's
+    # webhooks name, so one webhook address per organisation can find the integration.
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    token_expires_at: Mapped[datetime | None]  # None: unknown or never expires
+    subscribed_at: Mapped[datetime | None]  # when the account was subscribed to the app's webhooks
+    needs_reconnect: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Sign-up pages: SHA-256 of the X-API-Key of the server-to-server endpoint (the key is shown once).
     api_key_hash: Mapped[str | None] = mapped_column(String(64))
     api_key_created_at: Mapped[datetime | None]
@@ -226,18 +233,23 @@ WEBHOOK_STATUSES = ("pending", "processing", "processed", "failed")
 
 
 class WebhookEvent(db.Model):
-    """A verified webhook, stored before it is acknowledged; a job processes it."""
+    """A verified webhook, stored before it is acknowledged; a job processes it. It arrived at one
+    integration's address, or at the organisation's Meta app address (meta_app_id), whose posts
+    can concern several connected accounts at once."""
 
     __tablename__ = "webhook_events"
     __table_args__ = (
         UniqueConstraint("integration_id", "dedup_key", name="uq_webhook_events_integration_dedup"),
+        UniqueConstraint("meta_app_id", "dedup_key", name="uq_webhook_events_meta_app_dedup"),
         Index("ix_webhook_events_integration_id_id", "integration_id", "id"),
+        Index("ix_webhook_events_meta_app_id_id", "meta_app_id", "id"),
         Index("ix_webhook_events_status_received", "status", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
-    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    meta_app_id: Mapped[int | None] = mapped_column(ForeignKey("meta_apps.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(String(30))
     dedup_key: Mapped[str] = mapped_column(String(255))
     url: Mapped[str] = mapped_column(Text)
@@ -448,3 +460,165 @@ class Lead(db.Model):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]
+
+
+class MetaApp(db.Model):
+    """An organisation's Meta app: App ID, the App Secret (encrypted, write-only) and the one
+    webhook address Meta posts to for every Page, Instagram account and WhatsApp number it connects."""
+
+    __tablename__ = "meta_apps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), unique=True)
+    app_id: Mapped[str] = mapped_column(String(32))
+    secrets_ciphertext: Mapped[str | None] = mapped_column(Text)  # Fernet JSON {"app_secret": ...}
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)  # in the webhook URL
+    verify_token: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_urlsafe(24))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OAuthState(db.Model):
+    """An OAuth `state`: random, single-use (used_at), expiring, bound to the user who started."""
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the state sent to Meta
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(20))  # messenger or instagram
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class PendingConnection(db.Model):
+    """What Meta granted, kept while the user picks the page to connect: the long-lived user token
+    (encrypted) and the pages it manages (page tokens encrypted too). Nothing is connected until
+    the pick; the row expires."""
+
+    __tablename__ = "pending_connections"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_public_id)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(20))
+    pages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # id, name, category, instagram: {id, username}
+    secrets_ciphertext: Mapped[str | None] = mapped_column(Text)  # {"user_token", "page_tokens": {page id: token}}
+    token_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+PLATFORMS = ("messenger", "instagram", "whatsapp")
+CONVERSATION_MESSAGE_STATUSES = ("received", "queued", "sending", "sent", "delivered", "read", "failed")
+
+
+class Conversation(db.Model):
+    """A thread with one person on one connected account (Page, Instagram account, WhatsApp number)."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "external_user_id", name="uq_conversations_integration_user"),
+        Index("ix_conversations_org_last_message", "organization_id", "last_message_at"),
+        Index("ix_conversations_org_channel_last_message", "organization_id", "channel", "last_message_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(10))  # messenger, instagram or whatsapp
+    external_user_id: Mapped[str] = mapped_column(String(64))  # PSID, IGSID or WhatsApp wa_id
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))  # the person's profile name
+    last_message_at: Mapped[datetime | None]
+    last_message_preview: Mapped[str | None] = mapped_column(String(200))
+    last_inbound_at: Mapped[datetime | None]  # opens the 24-hour window
+    unread_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    integration: Mapped[Integration] = relationship()
+    contact: Mapped[Contact | None] = relationship()
+
+
+class ConversationMessage(db.Model):
+    """One message of a conversation, in or out. Inbound ones are unique by the provider's id
+    (mid / wamid), so a webhook delivered twice or a sync that sees it again adds nothing."""
+
+    __tablename__ = "conversation_messages"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "provider_message_id", name="uq_conversation_messages_provider_id"),
+        Index("ix_conversation_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_conversation_messages_org_created", "organization_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(3))  # in or out
+    kind: Mapped[str] = mapped_column(String(20), default="text")  # text, image, audio, video, file, template, ...
+    text: Mapped[str | None] = mapped_column(Text)
+    # Media: {"type", "mime_type", "provider_media_id" or "url", "filename", "caption", "storage_key", "size", "error"}
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"name", "language", "parameters"}
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(10), default="received")
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # when it was sent or received
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class MessageTemplate(db.Model):
+    """A WhatsApp message template synced from the business account."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (UniqueConstraint("integration_id", "name", "language", name="uq_message_templates_name_language"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(15))
+    status: Mapped[str] = mapped_column(String(20))  # APPROVED, PENDING, REJECTED, PAUSED, ...
+    category: Mapped[str | None] = mapped_column(String(30))
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    parameter_count: Mapped[int] = mapped_column(default=0)  # body placeholders {{1}}..{{n}}
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PlatformDailyStat(db.Model):
+    """Messages in and out and conversations per day, per platform, per organisation (hourly roll-up)."""
+
+    __tablename__ = "platform_daily_stats"
+    __table_args__ = (UniqueConstraint("organization_id", "day", "platform", name="uq_platform_daily_stats_org_day_platform"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    day: Mapped[date]
+    platform: Mapped[str] = mapped_column(String(10))
+    messages_in: Mapped[int] = mapped_column(default=0)
+    messages_out: Mapped[int] = mapped_column(default=0)
+    conversations: Mapped[int] = mapped_column(default=0)  # conversations with a message that day
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DataDeletionRequest(db.Model):
+    """A Meta data deletion (or deauthorize) callback: what was asked, what was deleted, and the
+    confirmation code whose status page Meta shows the person."""
+
+    __tablename__ = "data_deletion_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(12))  # deletion or deauthorize
+    app_scoped_user_id: Mapped[str] = mapped_column(String(64))
+    confirmation_code: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending, completed
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # counts of what was deleted
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]

@@ -10,6 +10,7 @@ from .email.sendgrid import SendGrid
 from .email.ses import AmazonSES
 from .email.smtp import SMTP
 from .facebook.graph_api import FacebookGraphAPI
+from .instagram.graph_api import InstagramMessaging
 from .signup_page.hosted import HostedSignupPage
 from .sms.plivo import Plivo
 from .sms.sns import AmazonSNS
@@ -49,6 +50,9 @@ INTEGRATION_TYPES: dict[str, IntegrationType] = {
         IntegrationType("facebook", "Facebook", "facebook", "Receive Lead Ads leads and Messenger conversations.",
                         (FacebookGraphAPI,),
                         "enter your Meta app's ID and secret and your page's access token, then run a connection test."),
+        IntegrationType("instagram", "Instagram", "instagram", "Answer Instagram direct messages from the inbox.",
+                        (InstagramMessaging,),
+                        "use Connect with Meta on the settings page: it finds the Instagram account linked to your Page."),
     )
 }
 

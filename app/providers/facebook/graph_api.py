@@ -192,6 +192,8 @@ def mapping_problem(mapping) -> str | None:
     for key, target in mapping.items():
         if not key.strip() or len(key) > MAX_KEY:
             return f"Each question key is 1 to {MAX_KEY} characters."
+        if isinstance(target, str) and target.startswith("fields.") and len(target) > len("fields.") + MAX_KEY:
+            return f"“{key[:40]}”: a custom field name is at most {MAX_KEY} characters."
         if not isinstance(target, str) or not (target in MAPPING_TARGETS or _custom_field(target)):
             return (f"“{key[:40]}” goes nowhere known: use {', '.join(f'“{t}”' for t in MAPPING_TARGETS)} "
                     "or “fields.<custom field name>”.")

@@ -76,8 +76,7 @@ class GraphFake:
             return graph_error("Invalid OAuth access token - Cannot parse access token", 190)
         path = request.path.removeprefix(f"/{self.version}/")
         if path == f"{PAGE_ID}/leadgen_forms":
-            items = [{"id": form_id, "name": form["name"], "status": form["status"],
-                      "created_time": "2025-12-01T10:00:00+0000"} for form_id, form in self.forms.items()]
+            items = [{"id": form_id, "name": form["name"], "status": form["status"]} for form_id, form in self.forms.items()]
             return ok(self.paged(request, path, items))
         match = re.fullmatch(r"(\d+)/leads", path)
         if match and match.group(1) in self.forms:
@@ -104,7 +103,3 @@ class GraphFake:
                 query = {**request.args.to_dict(), "after": f"cursor-{start + len(page)}"}
                 body["paging"]["next"] = f"{self.base_url}/{self.version}/{path}?{urlencode(query)}"
         return body
-
-    def requests(self, httpserver) -> list[tuple[str, dict]]:
-        """(path, query) of every request the fake received."""
-        return [(r.path, r.args.to_dict()) for r, _ in httpserver.log]

@@ -121,7 +121,7 @@ def _run_flow(page, live_server, admin, fb, worker):
     panel.get_by_role("button", name="Import recent leads").click()
     progress = panel.locator("#import-progress")
     expect(progress).to_contain_text("Import finished.", timeout=15_000)
-    expect(progress).to_contain_text("4 read from Meta, 3 new, 3 made into contacts, 1 already here, 0 failed")
+    expect(progress).to_contain_text("4 read from Meta, 3 new, 3 processed, 1 already here, 0 failed")
     leads = panel.locator("#leads-table tbody tr")
     expect(leads).to_have_count(4)
     expect(panel.locator("#lead-counts")).to_have_text("4 processed · 0 pending · 0 failed")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from markupsafe import escape
+from redis import Redis
 
 from app.extensions import db
 from app.models import Contact, Integration, Lead
@@ -79,7 +80,7 @@ def test_the_pages_lead_forms_are_listed_to_choose_from(api, browser, graph, htt
     assert forms.status_code == 200 and "Spring offer" in body and "Newsletter" in body and "archived" in body
     assert f'data-form-id="{FORM_ID}"' in body and "Chosen" in body
     assert graph_requests(httpserver)[0] == (f"/v25.0/{PAGE_ID}/leadgen_forms", {
-        "access_token": PAGE_TOKEN, "fields": "id,name,status,created_time", "limit": "100"})
+        "access_token": PAGE_TOKEN, "fields": "id,name,status", "limit": "100"})
 
     chosen = browser.post(url(fb, "/form"), {"form_id": OTHER_FORM_ID}, headers=HTMX)
     assert chosen.status_code == 200 and chosen.headers["HX-Trigger"] == "lead-form-chosen"
@@ -181,7 +182,7 @@ def test_import_pages_through_the_form_with_progress_and_no_duplicates(app, api,
     done = browser.get(url(fb, "/import") + "?polling=1", headers=HTMX)
     assert done.headers["HX-Trigger"] == "leads-imported"  # the list of leads refreshes
     assert 'data-status="finished"' in text(done) and "hx-trigger" not in text(done).split('id="import-progress"')[0]
-    assert "5 read from Meta, 4 new, 4 made into contacts, 1 already here, 0 failed" in text(done)
+    assert "5 read from Meta, 4 new, 4 processed, 1 already here, 0 failed" in text(done)
     pages = [query for path, query in graph_requests(httpserver) if path == f"/v25.0/{FORM_ID}/leads"]
     assert pages == [{"access_token": PAGE_TOKEN, "fields": "id,created_time,field_data", "limit": "100"},
                      {"access_token": PAGE_TOKEN, "fields": "id,created_time,field_data", "limit": "100",
@@ -202,7 +203,7 @@ def test_import_pages_through_the_form_with_progress_and_no_duplicates(app, api,
     # Again: nothing new, nothing made twice.
     browser.post(url(fb, "/import"), headers=HTMX)
     run_jobs()
-    assert "5 read from Meta, 0 new, 0 made into contacts, 5 already here" in text(browser.get(url(fb, "/import")))
+    assert "5 read from Meta, 0 new, 0 processed, 5 already here" in text(browser.get(url(fb, "/import")))
     assert count(Lead) == 5 and count(Contact) == 5
 
 
@@ -229,7 +230,7 @@ def test_an_expired_token_stops_the_import_and_a_new_one_brings_the_failed_lead_
     set_token(api, fb, PAGE_TOKEN)
     browser.post(url(fb, "/import"), headers=HTMX)
     run_jobs()
-    assert "1 read from Meta, 0 new, 1 made into contacts, 0 already here, 0 failed" in \
+    assert "1 read from Meta, 0 new, 1 processed, 0 already here, 0 failed" in \
         text(browser.get(url(fb, "/import"), headers=HTMX))
     [lead] = all_leads()
     assert lead.status == "processed" and lead.contact_id is not None and lead.error is None
@@ -242,6 +243,15 @@ def test_import_refuses_to_start_with_a_reason(api, browser, graph, run_jobs, re
     assert redis_conn.get(leads_svc.IMPORT_PROGRESS_KEY.format(fb["id"])) is None
     redirected = browser.post(url(fb, "/import"))
     assert redirected.status_code == 302
+
+
+def test_without_redis_the_import_says_so_and_the_panel_still_shows(app, api, browser, graph, monkeypatch):
+    fb = configure(api)
+    monkeypatch.setitem(app.extensions, "redis", Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=1))
+    response = browser.post(url(fb, "/import"), headers=HTMX)
+    assert response.status_code == 200 and "The job queue (Redis) is not reachable" in text(response)
+    panel = browser.get(url(fb), headers=HTMX)
+    assert panel.status_code == 200 and "the import&#39;s progress cannot be read right now" in text(panel)
 
 
 def test_one_import_at_a_time(api, browser, graph, run_jobs, redis_conn):

@@ -1,4 +1,4 @@
-"""Facebook Lead Ads: leads recorded once per organisation, fetched from the Graph API, made into contacts.
+"""Facebook Lead Ads: leads recorded once per organisation, fetched from the Graph API, processed.
 
 A lead comes by webhook (a `leadgen` change: the webhook event is stored first, and its processing
 records the Lead row and commits it before Meta is asked for the answers) or by an import (pages of
@@ -365,7 +365,7 @@ def _save_progress(integration_id: int, progress: dict[str, Any]) -> None:
 
 def run_import(integration_id: int, import_id: str) -> dict[str, Any] | str:
     """The import job: page through the chosen form's leads (or every form's), record each lead,
-    and process those not processed yet. Progress is saved after every lead."""
+    and process those not processed yet. Progress is saved page by page, and every ten leads."""
     integration = db.session.get(Integration, integration_id)
     progress = _load_progress(integration_id)
     if integration is None or progress is None or progress.get("id") != import_id:
@@ -432,7 +432,7 @@ def _import_one(integration: Integration, fetched: FetchedLead, progress: dict[s
 
 def import_summary(progress: dict[str, Any]) -> str:
     counts = (f"{progress['seen']} lead{'' if progress['seen'] == 1 else 's'} read from Meta, {progress['new']} new, "
-              f"{progress['processed']} made into contacts, {progress['already']} already here, "
+              f"{progress['processed']} processed, {progress['already']} already here, "
               f"{progress['failed']} failed")
     if progress["status"] == "finished":
         return f"Import of recent leads finished: {counts}."

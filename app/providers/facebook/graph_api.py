@@ -134,17 +134,17 @@ class FacebookGraphAPI(Provider):
         return fetched_lead(body, leadgen_id)
 
     def lead_forms(self, config, secrets) -> list[dict]:
-        """The page's lead forms, {"id", "name", "status", "created_time"}, as Graph lists them."""
+        """The page's lead forms, {"id", "name", "status"}, as Graph lists them."""
         page_id = config.get("page_id")
         if not page_id:
             raise GiveUp("Set the Page ID of the integration first: the lead forms are the page's.")
-        forms, params = [], {"fields": "id,name,status,created_time", "limit": PAGE_SIZE}
+        forms, params = [], {"fields": "id,name,status", "limit": PAGE_SIZE}
         for _ in range(MAX_FORM_PAGES):
             body = self._get(secrets, f"{_graph_id(page_id, 'page')}/leadgen_forms", params)
             for item in _data(body):
                 if GRAPH_ID.fullmatch(str(item.get("id") or "")):
                     forms.append({"id": str(item["id"]), "name": _text(item.get("name")) or f"Form {item['id']}",
-                                  "status": _text(item.get("status")), "created_time": _moment(item.get("created_time"))})
+                                  "status": _text(item.get("status"))})
             after = next_cursor(body)
             if not after:
                 break

@@ -57,6 +57,8 @@ class GraphFake:
     })
     leads: dict[str, FakeLead] = field(default_factory=dict)
     valid_tokens: set[str] = field(default_factory=lambda: {PAGE_TOKEN})
+    rate_limit_after: int | None = None  # requests answered before every further one is rate limited
+    served: int = 0
 
     def add_lead(self, leadgen_id: str, form_id: str = FORM_ID, **answers: str) -> FakeLead:
         lead = FakeLead(leadgen_id, form_id, {k: [v] for k, v in answers.items()})
@@ -65,6 +67,9 @@ class GraphFake:
 
     def handle(self, request: Request) -> Response:
         token = request.args.get("access_token", "")
+        self.served += 1
+        if self.rate_limit_after is not None and self.served > self.rate_limit_after:
+            return graph_error("(#17) User request limit reached", 17, status=403)
         if token == EXPIRED_TOKEN:
             return graph_error("Error validating access token: Session has expired on Tuesday, 01-Apr-25 10:00:00 "
                                "PDT. The current time is Wednesday, 02-Apr-25 10:00:00 PDT.", 190, subcode=463)

@@ -236,6 +236,22 @@ def test_an_expired_token_stops_the_import_and_a_new_one_brings_the_failed_lead_
     assert lead.status == "processed" and lead.contact_id is not None and lead.error is None
 
 
+def test_a_rate_limit_stops_the_import_and_keeps_what_came(api, browser, graph, run_jobs):
+    add_leads(graph, 4)
+    graph.rate_limit_after = 2  # two pages, then Meta says to slow down
+    fb = configure(api)
+    browser.post(url(fb, "/import"), headers=HTMX)
+    run_jobs()
+    body = text(browser.get(url(fb, "/import"), headers=HTMX))
+    assert 'data-status="failed"' in body and "rate limiting" in body and "run the import again later" in body
+    assert "So far: 4 read from Meta, 4 new, 4 processed" in body
+    assert count(Lead) == 4 and api.get(f"/api/integrations/{fb['id']}/").json["status"] != "error"
+    graph.rate_limit_after = None
+    browser.post(url(fb, "/import"), headers=HTMX)
+    run_jobs()
+    assert "5 read from Meta, 1 new, 1 processed, 4 already here" in text(browser.get(url(fb, "/import")))
+
+
 def test_import_refuses_to_start_with_a_reason(api, browser, graph, run_jobs, redis_conn):
     fb = configure(api, enable_lead_ads=False)
     response = browser.post(url(fb, "/import"), headers=HTMX)

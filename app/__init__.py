@@ -48,8 +48,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .auth import bp as auth_bp
     from .cli import register_cli
     from .contacts import bp as contacts_bp
-    from .integrations import bp as integrations_bp
     from .leads import bp as leads_bp
+    from .integrations import bp as integrations_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)

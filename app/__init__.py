@@ -49,11 +49,13 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .campaigns import bp as campaigns_bp
     from .cli import register_cli
     from .contacts import bp as contacts_bp
+    from .leads import bp as leads_bp
     from .integrations import bp as integrations_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(integrations_bp)
+    app.register_blueprint(leads_bp)
     app.register_blueprint(contacts_bp)
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(api_bp)

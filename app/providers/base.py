@@ -137,6 +137,28 @@ class StatusEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LeadEvent:
+    """A lead a webhook announces (Facebook Lead Ads): the lead itself is fetched when it is processed."""
+
+    leadgen_id: str
+    form_id: str | None = None
+    page_id: str | None = None
+    ad_id: str | None = None
+    created_time: float | None = None  # Unix time, by the provider's clock
+
+
+@dataclass(frozen=True)
+class FetchedLead:
+    """A lead as the provider gives it: who submitted which form, and their answers."""
+
+    leadgen_id: str
+    form_id: str | None = None
+    ad_id: str | None = None
+    created_time: float | None = None  # Unix time
+    field_data: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (question key, answers) in the form's order
+
+
 class Provider:
     integration_type: ClassVar[str]
     name: ClassVar[str]
@@ -189,8 +211,9 @@ class Provider:
         """What identifies this delivery, so the provider's retry of it is stored once."""
         return hashlib.sha256(request.body + repr(request.form).encode()).hexdigest()
 
-    def parse_webhook(self, config: dict[str, Any], request: InboundWebhook) -> list[StatusEvent]:
-        """Turn a verified webhook into status events. Raises WebhookRejected(..., 400) if unreadable."""
+    def parse_webhook(self, config: dict[str, Any], request: InboundWebhook) -> list[StatusEvent | LeadEvent]:
+        """Turn a verified webhook into status events (and, for lead sources, lead events).
+        Raises WebhookRejected(..., 400) if unreadable."""
         return []
 
     def act_on_event(self, config: dict[str, Any], secrets: dict[str, str], event: StatusEvent) -> None:

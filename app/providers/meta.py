@@ -1,12 +1,18 @@
 """What the Meta adapters (WhatsApp, Facebook) share: Graph API calls with Graph's errors
 mapped by their code, since Graph answers HTTP 400 for expired tokens and unknown ids alike.
 One mapping serves reads (graph_get) and sends (graph_post), and WhatsApp's own codes, which
-arrive both in a send's error and in a failed status webhook (whatsapp_error_words)."""
+arrive both in a send's error and in a failed status webhook (whatsapp_error_words).
+Meta's webhooks are verified the same way for every product: the hub.challenge handshake
+(answer_verification) and X-Hub-Signature-256 over the raw body (verify_signature)."""
 from __future__ import annotations
+
+import hashlib
+import hmac
+import re
 
 import requests
 
-from .base import GiveUp, ProviderError, ProviderSettings, RetryLater, UseAnotherProvider
+from .base import GiveUp, InboundWebhook, ProviderError, ProviderSettings, RetryLater, UseAnotherProvider, WebhookRejected
 from .net import call, json_body
 
 TOKEN_REFUSED = "The access token has expired or is invalid: reconnect needed"
@@ -69,6 +75,46 @@ WHATSAPP_CODES: dict[int, tuple[type[ProviderError], str]] = {
     133010: (UseAnotherProvider, "The sending number is not registered with the Cloud API"),
 }
 TEMPLATE_CODES = range(132000, 132100)  # the template family; codes not listed above are template problems too
+CHALLENGE = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+
+
+def answer_verification(request: InboundWebhook, verify_token: str | None) -> str | None:
+    """The hub.challenge to echo when Meta checks the callback URL (hub.mode=subscribe with our
+    verify token); None for a GET that is no verification request."""
+    query = dict(request.query)
+    if not any(name.startswith("hub.") for name in query):
+        return None
+    if query.get("hub.mode") != "subscribe":
+        raise WebhookRejected("Only hub.mode=subscribe verification requests are answered.", 403)
+    expected = verify_token or ""
+    given = query.get("hub.verify_token") or ""
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise WebhookRejected("The verify token does not match this integration's webhook verify token.", 403)
+    challenge = query.get("hub.challenge") or ""
+    if not CHALLENGE.fullmatch(challenge):
+        raise WebhookRejected("The hub.challenge is missing or not a plain token.", 400)
+    return challenge
+
+
+def verify_signature(request: InboundWebhook, app_secret: str | None) -> None:
+    """X-Hub-Signature-256: HMAC-SHA256 of the raw body with the app secret, compared in constant time."""
+    if not app_secret:
+        raise WebhookRejected("No app secret is configured for this integration: set the App secret (Meta App "
+                              "Dashboard → App settings → Basic) so Meta's webhooks can be verified.")
+    given = request.header("X-Hub-Signature-256")
+    if not given:
+        raise WebhookRejected("The request is not signed (X-Hub-Signature-256 header missing).")
+    expected = "sha256=" + hmac.new(app_secret.encode(), request.body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
+        raise WebhookRejected("The X-Hub-Signature-256 signature does not match the body and the app secret.")
+
+
+def next_cursor(body: dict) -> str | None:
+    """Graph's paging: the `after` cursor when there is a next page (paging.next), else None."""
+    paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
+    cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
+    after = cursors.get("after")
+    return after if isinstance(after, str) and after and paging.get("next") else None
 
 
 def graph_base(settings: ProviderSettings) -> str:

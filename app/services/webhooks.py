@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import Integration, Message, MessageEvent, WebhookEvent, utcnow
-from ..providers.base import InboundWebhook, StatusEvent, WebhookRejected
+from ..providers.base import InboundWebhook, LeadEvent, StatusEvent, WebhookRejected
 from ..queue import redis_connection, task_queue
 from . import integrations as svc
+from . import leads
 from .messaging import add_event
 
 # Headers kept with every stored body, besides the ones each adapter names (its signatures).
@@ -159,8 +160,9 @@ def process(event_id: int) -> str:
     config = integration.config or {}
     try:
         events = adapter.parse_webhook(config, stored_request(row))
+        lead_notes = leads.receive(integration, [e for e in events if isinstance(e, LeadEvent)])
         unmatched = []
-        for event in events:
+        for event in (e for e in events if isinstance(e, StatusEvent)):
             adapter.act_on_event(config, svc.get_secrets(integration), event)
             if not apply(integration, event):
                 unmatched.append(event)
@@ -186,7 +188,7 @@ def process(event_id: int) -> str:
         row.status, row.error = "pending", f"No message matches {describe(unmatched)} yet; will try again."
     else:
         row.status, row.processed_at = "processed", utcnow()
-        row.error = f"No message matches {describe(unmatched)}." if unmatched else None
+        row.error = f"No message matches {describe(unmatched)}." if unmatched else lead_notes
     db.session.commit()
     return row.status
 

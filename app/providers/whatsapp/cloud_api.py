@@ -1,7 +1,5 @@
 import hashlib
-import hmac
 import json
-import re
 from posixpath import basename
 from urllib.parse import unquote, urlsplit
 
@@ -16,7 +14,7 @@ from ..base import (
     UseAnotherProvider,
     WebhookRejected,
 )
-from ..meta import graph_get, graph_post, whatsapp_error_words
+from ..meta import answer_verification, graph_get, graph_post, next_cursor, verify_signature, whatsapp_error_words
 
 DIGITS = r"^\d{5,20}$"
 MAX_NUMBER_PAGES = 10  # 1,000 numbers; beyond that the check does not read the whole list
@@ -34,7 +32,6 @@ STATUS_WORDS = {"sent": "Sent by WhatsApp", "delivered": "Delivered to the phone
                 "failed": "Failed", "played": "Voice message played", "deleted": "Deleted by the sender"}
 # What a `messages` change may hold for its identity to be its statuses' and messages' ids.
 IDENTIFIED = {"messaging_product", "metadata", "contacts", "statuses", "messages"}
-CHALLENGE = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
 
 
 class WhatsAppCloudAPI(Provider):
@@ -84,9 +81,8 @@ class WhatsAppCloudAPI(Provider):
                              headers=auth, params=params)
             if any(isinstance(n, dict) and str(n.get("id")) == number_id for n in page.get("data") or []):
                 return True
-            paging = page.get("paging") or {}
-            after = (paging.get("cursors") or {}).get("after")
-            if not after or not paging.get("next"):
+            after = next_cursor(page)
+            if not after:
                 return False
             params = {**params, "after": after}
         return None
@@ -118,31 +114,10 @@ class WhatsAppCloudAPI(Provider):
 
     def answer_webhook_get(self, config, secrets, request):
         """Meta's verification request when the callback URL is saved in the App Dashboard."""
-        query = dict(request.query)
-        if not any(name.startswith("hub.") for name in query):
-            return None
-        if query.get("hub.mode") != "subscribe":
-            raise WebhookRejected("Only hub.mode=subscribe verification requests are answered.", 403)
-        expected = config.get("webhook_verify_token") or ""
-        given = query.get("hub.verify_token") or ""
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise WebhookRejected("The verify token does not match this integration's webhook verify token.", 403)
-        challenge = query.get("hub.challenge") or ""
-        if not CHALLENGE.fullmatch(challenge):
-            raise WebhookRejected("The hub.challenge is missing or not a plain token.", 400)
-        return challenge
+        return answer_verification(request, config.get("webhook_verify_token"))
 
     def verify_webhook(self, config, secrets, request):
-        app_secret = secrets.get("app_secret") or ""
-        if not app_secret:
-            raise WebhookRejected("No app secret is configured for this integration: set the App secret (Meta App "
-                                  "Dashboard → App settings → Basic) so Meta's webhooks can be verified.")
-        given = request.header("X-Hub-Signature-256")
-        if not given:
-            raise WebhookRejected("The request is not signed (X-Hub-Signature-256 header missing).")
-        expected = "sha256=" + hmac.new(app_secret.encode(), request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
-            raise WebhookRejected("The X-Hub-Signature-256 signature does not match the body and the app secret.")
+        verify_signature(request, secrets.get("app_secret"))
         changes(request.body)  # signed but unreadable: refused with 400 before it is stored
 
     def webhook_dedup_key(self, request):

@@ -1,7 +1,7 @@
 """Database models. Every row belongs to an organisation (DESIGN rule 4)."""
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -417,6 +417,18 @@ class SignupSubmission(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]
+
+
+class SignupPageView(db.Model):
+    """How many times a sign-up form was shown on a day (UTC): the hosted page, its iframe and the
+    embedded form. Submissions from the form divided by these is the page's conversion."""
+
+    __tablename__ = "signup_page_views"
+
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    views: Mapped[int] = mapped_column(default=0)
 
 
 LEAD_STATUSES = ("pending", "processed", "failed")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -99,12 +100,13 @@ FIND_PAGE = (select(Integration.id, Integration.public_id, Integration.organizat
              .where(Integration.public_id == bindparam("public_id"),
                     Integration.integration_type == INTEGRATION_TYPE))
 STORE_SUBMISSION = insert(SignupSubmission)
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def find_page(public_id: str) -> Page | None:
     """The sign-up page with this public id; None for anything else (an unknown id, another type's)."""
-    if not isinstance(public_id, str) or not 0 < len(public_id) <= 32:
-        return None
+    if not isinstance(public_id, str) or not PUBLIC_ID.match(public_id):
+        return None  # not one we made (models.new_public_id): no query, so no NUL or odd bytes reach the database
     row = db.session.execute(FIND_PAGE, {"public_id": public_id}).first()
     if row is None:
         return None
@@ -258,9 +260,9 @@ class Client:
 
 @dataclass
 class Received:
-    submission_id: str
-    status: str  # pending (accepted, to be processed), spam or invalid
-    errors: Errors = field(default_factory=dict)
+    submission_id: str | None
+    status: str  # pending (accepted, to be processed), spam, invalid, or refused (not stored)
+    errors: Errors = field(default_factory=dict)  # only for invalid and refused: a bot is told nothing
     values: dict[str, Any] = field(default_factory=dict)  # as typed, to show the form again
 
 
@@ -274,7 +276,9 @@ def receive(page: Page, source: str, values: dict[str, Any], client: Client, *, 
             seconds: float | None = None) -> Received:
     """Store one submission (spam, invalid or to be processed), commit, and signal the job.
     The caller has checked the page is active and who is calling (key, origin), and for browser
-    forms worked out `spam` and `seconds` with spam_reason()."""
+    forms worked out `spam` and `seconds` with spam_reason(). Too many fields is refused unstored."""
+    if len(values) > MAX_FIELDS:
+        return Received(None, "refused", {"body": [f"At most {MAX_FIELDS} fields."]}, values)
     if spam:
         status, errors = "spam", {}
     else:

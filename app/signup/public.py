@@ -175,7 +175,7 @@ def _browser_submit(page: signups.Page, *, frame: bool):
     values, token, honeypot = signups.browser_values(request.form.to_dict())
     spam, seconds = signups.spam_reason(page, token, honeypot)
     received = signups.receive(page, "embed" if frame else "hosted", values, _client(), spam=spam, seconds=seconds)
-    if received.status == "invalid":  # a bot gets no errors: spam is answered like a success
+    if received.errors:  # a bot gets none: spam is answered like a success
         return _form_page(page, frame=frame, values=values, errors=received.errors, token=token, status=400)
     if page.redirect_url and not frame:
         return redirect(page.redirect_url, code=303)
@@ -218,7 +218,7 @@ def embed_submit(public_id):
     values, token, honeypot = signups.browser_values(_json_object())
     spam, seconds = signups.spam_reason(page, token, honeypot)
     received = signups.receive(page, "embed", values, _client(), spam=spam, seconds=seconds)
-    if received.status == "invalid":
+    if received.errors:
         return jsonify({"errors": received.errors}), 400
     return jsonify({"submission_id": received.submission_id, "message": signups.THANK_YOU,
                     "redirect_url": page.redirect_url}), 201
@@ -236,6 +236,6 @@ def api_submit(public_id):
         return jsonify({"error": problem}), 401
     _page()  # a deactivated page says so, to a caller that holds its key
     received = signups.receive(page, "api", _json_object(), _client())
-    if received.status == "invalid":
+    if received.errors:
         return jsonify({"errors": received.errors}), 400
     return jsonify({"submission_id": received.submission_id}), 201

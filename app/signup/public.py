@@ -211,6 +211,8 @@ def embed_form(public_id):
 def embed_submit(public_id):
     page = _page()
     if not page.allows_origin(request.headers.get("Origin")):
+        current_app.logger.warning("embedded sign-up refused for page %s: origin %r is not allowed", page.id,
+                                   (request.headers.get("Origin") or "")[:100])
         raise _Refused(403, "This site is not among the sign-up page's allowed origins.")
     if request.method == "OPTIONS":  # the CORS preflight of a JSON post
         return "", 204, {"Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": "Content-Type",

@@ -149,6 +149,7 @@ def _embedded_flow(page, live_server, setup, site, sendgrid, worker):
     page.get_by_label("Email").fill(setup["email"])
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{live_server.url}/integrations")
     page.goto(f"{live_server.url}/contacts?tag=Bakery+fans")
     row = page.locator("#contacts-table tbody tr")
     expect(row).to_have_count(1)

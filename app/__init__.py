@@ -51,6 +51,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .contacts import bp as contacts_bp
     from .leads import bp as leads_bp
     from .integrations import bp as integrations_bp
+    from .signup import bp as signup_bp
+    from .signup import public_bp as signup_public_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
@@ -60,9 +62,12 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(signup_bp)
+    app.register_blueprint(signup_public_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     limiter.exempt(webhooks_bp)  # a provider's burst must never be refused: every event is kept
+    csrf.exempt(signup_public_bp)  # public forms: a signed form token and the API key prove the caller
     register_cli(app)
 
     @login_manager.user_loader
@@ -73,7 +78,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.before_request
     def lead_to_first_run():
-        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "webhooks"):
+        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "webhooks", "signup_public"):
             return None
         from .services.accounts import first_run_needed
         if not current_user.is_authenticated and first_run_needed():

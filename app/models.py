@@ -431,6 +431,18 @@ class SignupSubmission(db.Model):
     processed_at: Mapped[datetime | None]
 
 
+class SignupPageView(db.Model):
+    """How many times a sign-up form was shown on a day (UTC): the hosted page, its iframe and the
+    embedded form. Submissions from the form divided by these is the page's conversion."""
+
+    __tablename__ = "signup_page_views"
+
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    views: Mapped[int] = mapped_column(default=0)
+
+
 LEAD_STATUSES = ("pending", "processed", "failed")
 
 

@@ -325,3 +325,36 @@ def enroll_contact(campaign_id):
     if created:
         campaigns_svc.queue_step(enrollment)
     return jsonify(campaigns_svc.serialize_enrollment(enrollment)), 201 if created else 200
+
+
+# -- sign-up pages (issue #5) -------------------------------------------------------------------
+
+from ..models import SUBMISSION_STATUSES  # noqa: E402
+from ..services import signups as signups_svc  # noqa: E402
+
+
+def _owned_signup_page(integration_id: int):
+    integration = _owned(integration_id)
+    if integration.integration_type != signups_svc.INTEGRATION_TYPE:
+        abort(404)
+    return integration
+
+
+@bp.post("/integrations/<int:integration_id>/api-key/")
+def create_signup_api_key(integration_id):
+    """The key of POST /api/signup/<public id>/, shown this once; a new one replaces the old."""
+    key = signups_svc.create_api_key(_owned_signup_page(integration_id), g.api_user)
+    db.session.commit()
+    return jsonify({"api_key": key}), 201, {"Cache-Control": "no-store"}
+
+
+@bp.get("/integrations/<int:integration_id>/submissions/")
+def list_submissions(integration_id):
+    integration = _owned_signup_page(integration_id)
+    status = request.args.get("status")
+    if status and status not in SUBMISSION_STATUSES:
+        return _bad({"status": [f"Choose one of: {', '.join(SUBMISSION_STATUSES)}."]})
+    page = db.paginate(signups_svc.submissions_query(integration, status), page=requested_page(),
+                       per_page=requested_per_page(50, 200), error_out=False)
+    return jsonify({"items": [signups_svc.serialize_submission(s) for s in page.items], "page": page.page,
+                    "pages": page.pages, "total": page.total})

@@ -288,6 +288,10 @@ def serialize(integration: Integration) -> dict[str, Any]:
     url = webhook_url(integration)
     if url:
         data["webhook_url"] = url
+    if integration.integration_type == "signup_page":
+        from .signups import public_urls
+        data.update(public_urls(integration), has_api_key=integration.api_key_hash is not None,
+                    api_key_created_at=isoformat(integration.api_key_created_at))
     if integration.integration_type in SENDING_TYPES:
         data.update(priority=integration.priority, sandbox=integration.sandbox,
                     rate_limit=integration.rate_limit or cls.default_rate_limit,

@@ -1,0 +1,5 @@
+from ..services import signups
+
+
+def drain_submissions() -> int:
+    return signups.drain()

@@ -1,7 +1,7 @@
 """sign-up page views: form views per page and day, for conversion
 
 Revision ID: b039be0444ad
-Revises: 3986826a7aca
+Revises: 18fb62ae9470
 Create Date: 2026-12-01 08:06:24.079907
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'b039be0444ad'
-down_revision = '3986826a7aca'
+down_revision = '18fb62ae9470'
 branch_labels = None
 depends_on = None
 

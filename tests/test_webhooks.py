@@ -1,5 +1,6 @@
 """Webhook intake with SendGrid's signed Event Webhook: verify, store first, process once;
 refuse forged, stale, malformed, oversize and misaddressed requests without processing them."""
+import threading
 import time
 
 import pytest
@@ -228,7 +229,7 @@ def test_replay_reprocesses_without_duplicating(app, api, sent, signer, run_jobs
 
 
 
-# --- the intake's per-process copy of each integration ---------------------
+# --- the intake's per-process copy of each integration, and the drain signal ---------------------
 
 def wa_status(n: int) -> bytes:
     return notification(status(f"wamid.intake{n}", "delivered"))
@@ -261,6 +262,32 @@ def test_any_change_to_the_integration_is_seen_before_storing(app, api):
     assert db.session.query(WebhookEvent).count() == 2
     assert api.delete(f"/api/integrations/{wa['id']}/").status_code in (200, 204)
     assert post_webhook(app, wa, wa_status(3)).status_code == 404
+
+
+def test_events_stored_on_the_strength_of_a_seen_flag_are_drained(app, api, monkeypatch, redis_conn):
+    """A process that saw the drain flag a moment ago stores without a SET of its own; the drain that
+    takes the flag down waits long enough to find that event too."""
+    monkeypatch.setattr(webhooks, "SIGNAL_HOLDS_FOR", 0.5)  # wide, so the steps below fit in it on any machine
+    # As in a fresh process: the flag an earlier test saw went away with that test's Redis database.
+    monkeypatch.delitem(app.extensions, "webhook_drain_signal", raising=False)
+    wa = configure(api)
+    assert post_webhook(app, wa, wa_status(1)).json == {"status": "accepted"}
+    assert len(task_queue()) == 1
+
+    def drain():
+        with app.app_context():
+            webhooks.drain()
+
+    draining = threading.Thread(target=drain)
+    draining.start()
+    deadline = time.monotonic() + 5
+    while redis_conn.exists(webhooks.DRAIN_QUEUED_FLAG) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the drain has taken the flag down and waits before it reads
+    assert post_webhook(app, wa, wa_status(2)).json == {"status": "accepted"}
+    assert len(task_queue()) == 1  # no SET, no new job: the flag was seen less than SIGNAL_HOLDS_FOR ago
+    draining.join()
+    db.session.expire_all()
+    assert [row.attempts for row in db.session.query(WebhookEvent).order_by(WebhookEvent.id)] == [1, 1]
 
 
 def test_a_burst_of_webhooks_queues_one_drain(app, api, run_jobs):

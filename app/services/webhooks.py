@@ -33,6 +33,7 @@ SECRET_HEADERS = ("authorization",)
 MAX_PROCESSING_ATTEMPTS = 5
 DRAIN_QUEUED_FLAG = "switchboard:webhooks:drain-queued"
 DRAIN_FLAG_TTL = 300  # a lost drain job holds the flag at most this long; the sweep drains meanwhile
+SIGNAL_HOLDS_FOR = 0.02  # seconds a process relies on having seen the drain flag (see DrainSignal)
 DRAIN_BATCH = 500
 # A status may only move forward; bounces and failures end a message unless it was already opened or read.
 PROGRESS = {"queued": 0, "scheduled": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "read": 4,
@@ -236,17 +237,40 @@ def examine(receiver: Receiver, provider: str, inbound: InboundWebhook) -> tuple
                       received_at=utcnow(), attempts=0)
 
 
-def signal_processing() -> bool:
-    """Make sure a drain job is queued. One flag in Redis stands for "a drain is queued", so a
-    burst of webhooks costs one SET each, not one job each. False if Redis is down (the sweep drains)."""
-    from ..jobs.webhooks import drain_webhook_events
-    try:
-        if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
-            task_queue().enqueue(drain_webhook_events, result_ttl=0, failure_ttl=86400)
+class DrainSignal:
+    """This process's SETs of the drain flag. A SET sent at moment t that reaches Redis leaves the flag
+    up after t, and whichever drain takes it down then waits SIGNAL_HOLDS_FOR before it reads the
+    pending events: so an event committed before t + SIGNAL_HOLDS_FOR is found without a SET of its
+    own. A burst of webhooks costs each process one SET per SIGNAL_HOLDS_FOR, not one per webhook. If
+    that SET fails (Redis down), or the flag goes some other way (Redis restarted empty), the events it
+    covered wait for the sweep like any other stored while Redis was away."""
+
+    def __init__(self):
+        self.sent_at = float("-inf")  # time.monotonic() when this process last sent the SET
+
+    def send(self) -> bool:
+        now = time.monotonic()
+        if now - self.sent_at < SIGNAL_HOLDS_FOR:
+            return True
+        self.sent_at = now
+        from ..jobs.webhooks import drain_webhook_events
+        try:
+            if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
+                task_queue().enqueue(drain_webhook_events, result_ttl=0, failure_ttl=86400)
+        except RedisError:
+            self.sent_at = float("-inf")  # the next event tries again
+            current_app.logger.warning("Redis unavailable: webhook events wait for the sweep")
+            return False
         return True
-    except RedisError:
-        current_app.logger.warning("Redis unavailable: webhook events wait for the sweep")
-        return False
+
+
+def signal_processing() -> bool:
+    """Make sure a drain job will read the events stored so far. One flag in Redis stands for "a drain
+    is queued", so a burst of webhooks queues one job, not one each. False if Redis is down (the sweep drains)."""
+    extensions = current_app.extensions
+    if "webhook_drain_signal" not in extensions:
+        extensions["webhook_drain_signal"] = DrainSignal()
+    return extensions["webhook_drain_signal"].send()
 
 
 def drain(limit: int = DRAIN_BATCH) -> int:
@@ -255,6 +279,7 @@ def drain(limit: int = DRAIN_BATCH) -> int:
         redis_connection().delete(DRAIN_QUEUED_FLAG)  # events stored from now on queue another drain
     except RedisError:
         pass
+    time.sleep(SIGNAL_HOLDS_FOR)  # events stored on the strength of the flag just taken down are committed by now
     pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending")
                                  .order_by(WebhookEvent.id).limit(limit)).all()
     for event_id in pending:

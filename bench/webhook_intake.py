@@ -2,7 +2,7 @@
 gunicorn with the configuration of scripts/run.sh, against a bare Flask endpoint served the
 same way in the same run. Prints both req/s, the ratio (target >= 0.7) and p99 latency.
 
-    .venv/bin/python bench/webhook_intake.py [--seconds 15] [--clients 8] [--database-url URL]
+    .venv/bin/python bench/webhook_intake.py [--seconds 15] [--rounds 5] [--clients 8] [--database-url URL]
 """
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def status_webhook(number: int) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def load(port: int, path: str, seconds: float, clients: int) -> tuple[float, float, int]:
-    """Keep-alive clients posting for `seconds`; returns (req/s, p99 ms, errors)."""
+def load(port: int, path: str, seconds: float, clients: int) -> tuple[list[float], float, int]:
+    """Keep-alive clients posting for `seconds`; returns (each request's latency, seconds taken, errors)."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -95,14 +95,13 @@ def load(port: int, path: str, seconds: float, clients: int) -> tuple[float, flo
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - began
-    latencies.sort()
-    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99) - 1] * 1000, errors[0]
+    return latencies, time.monotonic() - began, errors[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--seconds", type=float, default=15, help="per endpoint, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
     parser.add_argument("--database-url", help="a scratch database (emptied); default: SQLite in a temporary folder")
@@ -138,28 +137,41 @@ def main() -> None:
         path = f"/api/webhooks/cloud_api/{integration.public_id}/"
     env = {**os.environ, **settings}
 
-    results = {}
-    for name, target, url in (("bare Flask endpoint", "bench.bare_app:app", "/hook"),
-                              ("webhook intake", "wsgi:app", path)):
-        process, port = serve(target, env)
-        try:
-            load(port, url, 2, args.clients)  # warm up
-            results[name] = load(port, url, args.seconds, args.clients)
-        finally:
+    # Both servers run side by side and take turns in short rounds (in alternating order), so that
+    # load from other processes on the machine weighs on both endpoints alike.
+    endpoints = (("bare Flask endpoint", "bench.bare_app:app", "/hook"), ("webhook intake", "wsgi:app", path))
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    results = {name: ([], 0.0, 0) for name, _, _ in endpoints}
+    try:
+        for name, target, _ in endpoints:
+            servers[name] = serve(target, env)
+        for name, _, url in endpoints:
+            load(servers[name][1], url, 2, args.clients)  # warm up
+        for round_number in range(args.rounds):
+            for name, _, url in (endpoints if round_number % 2 == 0 else endpoints[::-1]):
+                latencies, elapsed, errors = load(servers[name][1], url, args.seconds / args.rounds, args.clients)
+                total = results[name]
+                results[name] = (total[0] + latencies, total[1] + elapsed, total[2] + errors)
+    finally:
+        for process, _ in servers.values():
             process.send_signal(signal.SIGTERM)
+        for process, _ in servers.values():
             process.wait(timeout=30)
     with app.app_context():
         from app.models import WebhookEvent
         stored = db.session.query(WebhookEvent).count()
     queued = Redis.from_url(args.redis_url).llen("rq:queue:bench-intake")
 
-    print(f"gunicorn {' '.join(GUNICORN)}, {args.clients} keep-alive clients for {args.seconds:g} s each, "
-          f"database {database.split('://')[0]}")
+    print(f"gunicorn {' '.join(GUNICORN)}, {args.clients} keep-alive clients, {args.seconds:g} s per endpoint "
+          f"in {args.rounds} alternating rounds, database {database.split('://')[0]}")
     print()
     print(f"{'endpoint':<24}{'req/s':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, (rate, p99, errors) in results.items():
-        print(f"{name:<24}{rate:>10.0f}{p99:>10.1f}{errors:>8}")
-    ratio = results["webhook intake"][0] / results["bare Flask endpoint"][0]
+    rates = {}
+    for name, (latencies, elapsed, errors) in results.items():
+        latencies.sort()
+        rates[name] = len(latencies) / elapsed
+        print(f"{name:<24}{rates[name]:>10.0f}{latencies[int(len(latencies) * 0.99) - 1] * 1000:>10.1f}{errors:>8}")
+    ratio = rates["webhook intake"] / rates["bare Flask endpoint"]
     print()
     print(f"ratio {ratio:.2f} (target >= 0.7); {stored} webhook events stored, {queued} jobs queued")
 

@@ -11,7 +11,7 @@ from app.extensions import db
 from app.models import Message, utcnow
 from app.queue import task_queue
 from app.services import delivery
-from app.services.pacing import Pacer, interval_us
+from app.services.pacing import Pacer, departure_limit, interval_us
 from tests.conftest import point_at
 from tests.sendgrid_fake import GOOD_KEY, FakeSendGrid
 
@@ -291,31 +291,64 @@ def test_put_sending_settings(api):
     assert api.put(f"/api/integrations/{signup['id']}/", json={"priority": 1}).status_code == 400
 
 
-def busiest_second(times: list[float]) -> int:
+def busiest_second(times: list[float], width: float = 1.0) -> int:
+    """The most moments in any window [t, t + width)."""
     times = sorted(times)
-    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    return max(sum(1 for t in times[i:] if t < start + width) for i, start in enumerate(times))
 
 
 def test_pacer_holds_the_limit_across_threads(app, redis_conn):
     pacer = Pacer(redis_conn, prefix="test:pace")
-    taken: list[float] = []
+    departed: list[float] = []
 
     def worker():
-        for _ in range(6):
-            pacer.acquire("shared", 5)
-            taken.append(time.monotonic())
+        for _ in range(5):
+            departed.append(pacer.acquire("shared", 20))
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(12)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(taken) == 18 and busiest_second(taken) <= 5
-    assert 3.2 < time.monotonic() - started < 8  # 18 slots at 5/s, evenly spaced: 17 intervals of 0.2 s (or more)
-    gaps = [b - a for a, b in zip(sorted(taken), sorted(taken)[1:])]
-    assert min(gaps) > 0.15  # no bursts
+    assert len(departed) == 60 and busiest_second(departed) <= 20
+    capacity, window_us = departure_limit(20)
+    assert busiest_second(departed, window_us / 1_000_000) <= capacity == 20
+    span = max(departed) - min(departed)
+    assert 59 * interval_us(20) / 1_000_000 * 0.95 < span < 59 * interval_us(20) / 1_000_000 * 1.5  # evenly paced
+    gaps = [b - a for a, b in zip(sorted(departed), sorted(departed)[1:])]
+    assert min(gaps) >= interval_us(20) // 2 / 1_000_000  # no bursts
     assert interval_us(80) == round(1_000_000 / 80 * 1.03) and interval_us(0.5) == 2_060_000
+    assert departure_limit(80) == (80, 1_030_000) and departure_limit(0.5) == (1, 2_060_000)
+
+
+def test_departures_never_crowd_a_window_however_senders_arrive(app, redis_conn):
+    """Senders that skip the schedule and ask to leave whenever they are ready (as a late one does)
+    are held by the departure log: no window of 1.03 s holds more than the rate, no two leave within
+    half an interval, and none is turned away for good."""
+    pacer, rate = Pacer(redis_conn, prefix="test:depart"), 10
+    departed: list[float] = []
+
+    def impatient_sender():
+        for _ in range(4):
+            while True:
+                wait_us, now_us = pacer.depart("shared", rate)
+                if not wait_us:
+                    departed.append(now_us / 1_000_000)
+                    break
+                time.sleep(wait_us / 1_000_000)
+
+    threads = [threading.Thread(target=impatient_sender) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    capacity, window_us = departure_limit(rate)
+    assert len(departed) == 32
+    assert busiest_second(departed) <= rate and busiest_second(departed, window_us / 1_000_000) <= capacity
+    gaps = [b - a for a, b in zip(sorted(departed), sorted(departed)[1:])]
+    assert min(gaps) >= interval_us(rate) // 2 / 1_000_000
+    # Full windows, not an even trickle: the log lets a backlog go as fast as the limit allows.
+    assert busiest_second(departed, window_us / 1_000_000) == capacity
 
 
 def test_rate_limit_paces_sends(api, sendgrid, run_jobs):

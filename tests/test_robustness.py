@@ -67,3 +67,11 @@ def test_nul_characters_are_refused_by_field(api):
     response = api.post("/api/integrations/", json={"integration_type": "email", "name": "a\x00b", "provider": "smtp"})
     assert response.status_code == 400
     assert response.json == {"errors": {"name": ["This value contains a NUL character, which is not allowed."]}}
+
+
+def test_webhook_addresses_that_cannot_be_public_ids_are_404(app):
+    client = app.test_client()
+    for public_id in ("%00", "a%00b", "x" * 65, "%F0%9F%92%A5", "a.b"):
+        for method in ("GET", "POST"):
+            response = client.open(f"/api/webhooks/cloud_api/{public_id}/", method=method, data=b"{}")
+            assert response.status_code == 404, (public_id, method, response.status_code)

@@ -1,5 +1,6 @@
 """Webhook intake with SendGrid's signed Event Webhook: verify, store first, process once;
 refuse forged, stale, malformed, oversize and misaddressed requests without processing them."""
+import threading
 import time
 
 import pytest
@@ -8,8 +9,10 @@ from app.extensions import db
 from app.models import Integration, Message, MessageEvent, WebhookEvent
 from app.providers.base import InboundWebhook, ProviderSettings, WebhookRejected
 from app.providers.email.sendgrid import SendGrid
+from app.queue import task_queue
 from app.services import webhooks
 from tests.conftest import point_at
+from tests.providers.test_send_whatsapp import configure, notification, post_webhook, sign, status
 from tests.sendgrid_fake import EventWebhookSigner, FakeSendGrid, events_body
 from tests.test_outbound import email, make_email, message, send
 
@@ -224,3 +227,73 @@ def test_replay_reprocesses_without_duplicating(app, api, sent, signer, run_jobs
     assert db.session.query(MessageEvent).filter_by(kind="delivered").count() == 1
     assert "[redacted]" not in webhooks.redacted_payload(row) and b"rp1" in row.body
 
+
+
+# --- the intake's per-process copy of each integration, and the drain signal ---------------------
+
+def wa_status(n: int) -> bytes:
+    return notification(status(f"wamid.intake{n}", "delivered"))
+
+
+def test_a_changed_app_secret_takes_effect_at_once(app, api):
+
+    def post(n, secret):
+        return post_webhook(app, wa, wa_status(n), signature=sign(wa_status(n), secret))
+
+    def new_secret(secret):
+        api.post(f"/api/integrations/{wa['id']}/configure/whatsapp/", json={"app_secret": secret})
+
+    wa = configure(api, app_secret="first-secret")
+    assert post(1, "first-secret").json == {"status": "accepted"}  # this process now holds the first secret
+    new_secret("second-secret")
+    assert post(2, "first-secret").status_code == 401  # it verifies with the old one, but may not store with it
+    new_secret("third-secret")
+    assert post(3, "third-secret").json == {"status": "accepted"}  # refused with the old one, read again, accepted
+    assert post(4, "second-secret").status_code == 401
+    assert sorted(row.body for row in db.session.query(WebhookEvent)) == sorted([wa_status(1), wa_status(3)])
+
+
+def test_any_change_to_the_integration_is_seen_before_storing(app, api):
+    wa = configure(api)
+    assert post_webhook(app, wa, wa_status(1)).json == {"status": "accepted"}
+    assert api.put(f"/api/integrations/{wa['id']}/", json={"name": "Renamed"}).status_code == 200
+    # The copy read before the rename no longer matches the row: read again, then stored.
+    assert post_webhook(app, wa, wa_status(2)).json == {"status": "accepted"}
+    assert db.session.query(WebhookEvent).count() == 2
+    assert api.delete(f"/api/integrations/{wa['id']}/").status_code in (200, 204)
+    assert post_webhook(app, wa, wa_status(3)).status_code == 404
+
+
+def test_events_stored_on_the_strength_of_a_seen_flag_are_drained(app, api, monkeypatch, redis_conn):
+    """A process that saw the drain flag a moment ago stores without a SET of its own; the drain that
+    takes the flag down waits long enough to find that event too."""
+    monkeypatch.setattr(webhooks, "SIGNAL_HOLDS_FOR", 0.5)  # wide, so the steps below fit in it on any machine
+    # As in a fresh process: the flag an earlier test saw went away with that test's Redis database.
+    monkeypatch.delitem(app.extensions, "webhook_drain_signal", raising=False)
+    wa = configure(api)
+    assert post_webhook(app, wa, wa_status(1)).json == {"status": "accepted"}
+    assert len(task_queue()) == 1
+
+    def drain():
+        with app.app_context():
+            webhooks.drain()
+
+    draining = threading.Thread(target=drain)
+    draining.start()
+    deadline = time.monotonic() + 5
+    while redis_conn.exists(webhooks.DRAIN_QUEUED_FLAG) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the drain has taken the flag down and waits before it reads
+    assert post_webhook(app, wa, wa_status(2)).json == {"status": "accepted"}
+    assert len(task_queue()) == 1  # no SET, no new job: the flag was seen less than SIGNAL_HOLDS_FOR ago
+    draining.join()
+    db.session.expire_all()
+    assert [row.attempts for row in db.session.query(WebhookEvent).order_by(WebhookEvent.id)] == [1, 1]
+
+
+def test_a_burst_of_webhooks_queues_one_drain(app, api, run_jobs):
+    wa = configure(api)
+    for n in range(20):
+        assert post_webhook(app, wa, wa_status(n)).json == {"status": "accepted"}
+    assert len(task_queue()) == 1
+    run_jobs()
+    assert {row.attempts for row in db.session.query(WebhookEvent)} == {1}

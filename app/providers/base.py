@@ -6,7 +6,9 @@ they take plain values (config, secrets, settings) and return plain results.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 FIELD_KINDS = ("text", "email", "phone", "url", "host", "int", "secret", "choice", "bool", "json", "generated")
@@ -110,6 +112,12 @@ class InboundWebhook:
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
+
+    @cached_property
+    def json_body(self) -> Any:
+        """The body parsed as JSON, once for verify, parse and the de-duplication key alike.
+        Raises ValueError (UnicodeDecodeError included) when it is not JSON."""
+        return json.loads(self.body)
 
 
 class WebhookRejected(Exception):

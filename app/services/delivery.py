@@ -65,14 +65,16 @@ def outbound(message: Message, integration: Integration) -> OutboundMessage:
 def send_through(integration: Integration, message: Message) -> SendResult:
     adapter = svc.adapter_for(integration)
     rate = integration.rate_limit or adapter.default_rate_limit
+    # Everything the call needs is ready before the pacer clears the send: the request leaves right
+    # after the moment the pacer logs as its departure.
+    secrets, outgoing = svc.get_secrets(integration), outbound(message, integration)
     try:
         Pacer(redis_connection()).acquire(f"integration:{integration.id}", rate, max_wait=MAX_PACING_WAIT)
     except TimeoutError:
         raise Paced() from None
     if integration.sandbox and not adapter.has_test_mode:
         return SendResult(provider_message_id=None, sandboxed=True)  # stop before the network call
-    return adapter.send(integration.config or {}, svc.get_secrets(integration), outbound(message, integration),
-                        sandbox=integration.sandbox)
+    return adapter.send(integration.config or {}, secrets, outgoing, sandbox=integration.sandbox)
 
 
 def deliver(message_id: str) -> str:

@@ -6,20 +6,24 @@ processes it. If Redis is down the row waits as pending for the cron sweep.
 """
 from __future__ import annotations
 
+import re
+import threading
 import time
-from dataclasses import replace
-from datetime import UTC, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, create_engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..crypto import vault
 from ..extensions import db
 from ..models import Integration, Message, MessageEvent, WebhookEvent, utcnow
-from ..providers.base import InboundWebhook, LeadEvent, StatusEvent, WebhookRejected
+from ..providers import provider_class
+from ..providers.base import InboundWebhook, LeadEvent, Provider, StatusEvent, WebhookRejected
 from ..queue import redis_connection, task_queue
 from . import integrations as svc
 from . import leads
@@ -31,11 +35,13 @@ SECRET_HEADERS = ("authorization",)
 MAX_PROCESSING_ATTEMPTS = 5
 DRAIN_QUEUED_FLAG = "switchboard:webhooks:drain-queued"
 DRAIN_FLAG_TTL = 300  # a lost drain job holds the flag at most this long; the sweep drains meanwhile
+SIGNAL_HOLDS_FOR = 0.02  # seconds a process relies on having seen the drain flag (see DrainSignal)
 DRAIN_BATCH = 500
 # A status may only move forward; bounces and failures end a message unless it was already opened or read.
 PROGRESS = {"queued": 0, "scheduled": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "read": 4,
             "clicked": 5}
 FINAL_FAILURES = ("bounced", "failed")
+NO_RECEIVER = {"error": "No integration receives webhooks at this address."}
 
 
 class Answer:
@@ -58,70 +64,219 @@ def inbound_from_request(request) -> InboundWebhook:
                           received_at=time.time())
 
 
-# Built once: intake is the hot path, and a statement with bound parameters skips SQLAlchemy's
-# per-call construction and cache-key work.
-FIND_INTEGRATION = select(Integration).where(Integration.public_id == bindparam("public_id"),
-                                             Integration.provider == bindparam("provider"))
-STORE_EVENT = insert(WebhookEvent)
+@dataclass(frozen=True)
+class Receiver:
+    """An integration as intake needs it, read when its row's updated_at was `version`. Every change
+    to the row moves updated_at (configure() sets it; the model's onupdate covers any other UPDATE)."""
+
+    integration_id: int
+    adapter_class: type[Provider]
+    config: dict[str, Any]
+    secrets: dict[str, str]
+    version: datetime
+    loaded_at: float
 
 
-def find_integration(provider: str, public_id: str) -> Integration | None:
-    if len(public_id) > 64:
-        return None
-    integration = db.session.scalar(FIND_INTEGRATION, {"public_id": public_id, "provider": provider})
-    if integration is None or not svc.provider_of(integration).receives_webhooks:
-        return None
-    return integration
+# Intake is the hot path: Core statements built once, no ORM unit of work, and each integration's
+# decrypted secrets kept per process for a while. The copy is never trusted on its own: the INSERT
+# stores the event only if the integration's row is still at the copy's version, and any other answer
+# is given only after the version is read again, so a changed secret takes effect at once.
+integrations, webhook_events = Integration.__table__, WebhookEvent.__table__
+RECEIVER = select(integrations.c.id, integrations.c.integration_type, integrations.c.provider, integrations.c.config,
+                  integrations.c.secrets_ciphertext, integrations.c.updated_at).where(
+    integrations.c.public_id == bindparam("public_id"), integrations.c.provider == bindparam("provider"))
+RECEIVER_VERSION = select(integrations.c.updated_at).where(integrations.c.id == bindparam("integration_id"))
+EVENT_FIELDS = ("provider", "dedup_key", "url", "headers", "form", "body", "status", "received_at", "attempts")
+STORE_IF_CURRENT = insert(webhook_events).from_select(
+    ["organization_id", "integration_id", *EVENT_FIELDS],
+    select(integrations.c.organization_id, integrations.c.id,
+           *(bindparam(name, type_=webhook_events.c[name].type) for name in EVENT_FIELDS))
+    .where(integrations.c.id == bindparam("integration_id"), integrations.c.updated_at == bindparam("version")))
+RECEIVER_TTL = 60.0  # seconds a decrypted copy is used and kept, however often its version is confirmed
+MAX_RECEIVERS = 1000
+INTAKE_ATTEMPTS = 3  # reads of an integration that keeps changing under one request before it is answered 503
+
+
+class ReceiverCache:
+    """Receivers by (provider, public_id), per process and app. Unknown addresses are not kept."""
+
+    def __init__(self):
+        self.entries: dict[tuple[str, str], Receiver] = {}
+        self.lock = threading.Lock()
+
+    def get(self, provider: str, public_id: str) -> Receiver | None:
+        receiver = self.entries.get((provider, public_id))
+        if receiver is None or time.monotonic() - receiver.loaded_at >= RECEIVER_TTL:
+            return None
+        return receiver
+
+    def load(self, connection, provider: str, public_id: str) -> Receiver | None:
+        """Read the integration now; None if none at this address receives webhooks."""
+        key = (provider, public_id)
+        row = connection.execute(RECEIVER, {"public_id": public_id, "provider": provider}).one_or_none()
+        adapter_class = provider_class(row.integration_type, row.provider) if row else None
+        if adapter_class is None or not adapter_class.receives_webhooks:
+            with self.lock:
+                self.entries.pop(key, None)
+            return None
+        receiver = Receiver(integration_id=row.id, adapter_class=adapter_class, config=row.config or {},
+                            secrets=vault().decrypt_json(row.secrets_ciphertext), version=row.updated_at,
+                            loaded_at=time.monotonic())
+        with self.lock:
+            for expired in [k for k, r in self.entries.items() if receiver.loaded_at - r.loaded_at >= RECEIVER_TTL]:
+                del self.entries[expired]
+            if len(self.entries) >= MAX_RECEIVERS:
+                del self.entries[next(iter(self.entries))]  # the oldest
+            self.entries[key] = receiver
+        return receiver
+
+    @staticmethod
+    def is_current(connection, receiver: Receiver) -> bool:
+        return connection.scalar(RECEIVER_VERSION, {"integration_id": receiver.integration_id}) == receiver.version
+
+
+def receivers() -> ReceiverCache:
+    extensions = current_app.extensions
+    if "webhook_receivers" not in extensions:
+        extensions["webhook_receivers"] = ReceiverCache()
+    return extensions["webhook_receivers"]
+
+
+class Precompiled:
+    """A Core statement compiled once for a dialect and run with exec_driver_sql: the hot path skips
+    SQLAlchemy's per-call cache key and compiled-statement lookup. Parameters still go through their
+    column types' bind processors (JSON, SQLite's datetime format, the driver's binary type)."""
+
+    def __init__(self, statement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positions = compiled.positiontup if compiled.positional else None
+        self.processors = [(name, processor) for name, bind in compiled.binds.items()
+                           if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))]
+
+    def execute(self, connection, params: dict):
+        for name, processor in self.processors:
+            params[name] = processor(params[name])
+        return connection.exec_driver_sql(self.sql, tuple(params[name] for name in self.positions)
+                                          if self.positions else params)
+
+
+class IntakeDatabase:
+    """Intake's own engine, whose statements each commit on their own: the INSERT is durable when it
+    returns, SQLite's write lock is held only within that one call (never while its thread waits for
+    the GIL between an INSERT and a COMMIT), and PostgreSQL needs no COMMIT round trip."""
+
+    def __init__(self, url):
+        # Nothing to roll back when a connection goes back to the pool: no transaction is ever open.
+        self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+        self.store_if_current: Precompiled | None = None
+
+    def store(self, connection, row: dict) -> bool:
+        """Insert the event if the integration is still at the row's version; False if it is not.
+        Raises IntegrityError for a de-duplication key the integration already holds."""
+        if self.store_if_current is None:
+            self.store_if_current = Precompiled(STORE_IF_CURRENT, connection.dialect)
+        return self.store_if_current.execute(connection, row).rowcount == 1
+
+
+def intake_database() -> IntakeDatabase:
+    extensions = current_app.extensions
+    if "webhook_intake_database" not in extensions:
+        extensions["webhook_intake_database"] = IntakeDatabase(db.engine.url)
+    return extensions["webhook_intake_database"]
+
+
+# Public ids are token_urlsafe: anything else (a NUL, which PostgreSQL refuses, or a long string) is no address.
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
-    integration = find_integration(provider, public_id)
-    if integration is None:
-        return Answer(404, {"error": "No integration receives webhooks at this address."})
-    adapter = svc.adapter_for(integration)
-    config, secrets = integration.config or {}, svc.get_secrets(integration)
+    if not PUBLIC_ID.fullmatch(public_id):
+        return Answer(404, NO_RECEIVER)
+    cache, database = receivers(), intake_database()
+    with database.engine.connect() as connection:
+        receiver = cache.get(provider, public_id) or cache.load(connection, provider, public_id)
+        for _ in range(INTAKE_ATTEMPTS):
+            if receiver is None:
+                return Answer(404, NO_RECEIVER)
+            answer, row = examine(receiver, provider, inbound)
+            if row is not None:
+                try:
+                    if database.store(connection, row):
+                        break
+                except IntegrityError:  # the provider's retry of a delivery we already hold (checked current)
+                    return Answer(200, {"status": "duplicate"})
+            elif cache.is_current(connection, receiver):
+                if answer.status >= 400:
+                    current_app.logger.warning("webhook refused for integration %s (%s): %s",
+                                               receiver.integration_id, provider, answer.body)
+                return answer
+            receiver = cache.load(connection, provider, public_id)  # the row changed since the copy was read
+        else:
+            return Answer(503, {"error": "This integration is being changed; send the webhook again."})
+    signal_processing()
+    return Answer(200, {"status": "accepted"})
+
+
+def examine(receiver: Receiver, provider: str, inbound: InboundWebhook) -> tuple[Answer | None, dict | None]:
+    """The answer to give, or the row to store: verify on the raw request first, then make sure it parses."""
+    adapter = receiver.adapter_class(svc.provider_settings())
+    config, secrets = receiver.config, receiver.secrets
     if inbound.method == "GET" and adapter.get_delivers_events:
         inbound = replace(inbound, form=inbound.query)  # events in the query string (Vonage's GET receipts)
     elif inbound.method in ("GET", "HEAD"):  # handshakes: Meta's hub.challenge, Mandrill's HEAD check
         try:
             reply = adapter.answer_webhook_get(config, secrets, inbound)
         except WebhookRejected as exc:
-            return Answer(exc.status, {"error": exc.reason})
-        return Answer(200, reply) if reply is not None else Answer(405, {"error": "This address takes POST."})
+            return Answer(exc.status, {"error": exc.reason}), None
+        return (Answer(200, reply) if reply is not None else Answer(405, {"error": "This address takes POST."})), None
     try:
         adapter.verify_webhook(config, secrets, inbound)
         adapter.parse_webhook(config, inbound)  # a body that cannot be read is refused now, not stored
     except WebhookRejected as exc:
-        current_app.logger.warning("webhook refused for integration %s (%s): %s", integration.id, provider, exc.reason)
-        return Answer(exc.status, {"error": exc.reason})
-    # A Core insert: intake is the hot path, and nothing here needs the ORM's unit of work.
-    row = dict(organization_id=integration.organization_id, integration_id=integration.id, provider=provider,
-               dedup_key=adapter.webhook_dedup_key(inbound)[:255], url=inbound.url,
-               headers={k: v for k, v in inbound.headers.items()
-                        if k in KEPT_HEADERS or k in adapter.webhook_headers},
-               form=[list(pair) for pair in inbound.form], body=inbound.body, status="pending",
-               received_at=utcnow(), attempts=0)
-    try:
-        db.session.execute(STORE_EVENT, row)
-        db.session.commit()
-    except IntegrityError:  # the provider's retry of a delivery we already hold
-        db.session.rollback()
-        return Answer(200, {"status": "duplicate"})
-    signal_processing()
-    return Answer(200, {"status": "accepted"})
+        return Answer(exc.status, {"error": exc.reason}), None
+    return None, dict(integration_id=receiver.integration_id, version=receiver.version, provider=provider,
+                      dedup_key=adapter.webhook_dedup_key(inbound)[:255], url=inbound.url,
+                      headers={k: v for k, v in inbound.headers.items()
+                               if k in KEPT_HEADERS or k in adapter.webhook_headers},
+                      form=[list(pair) for pair in inbound.form], body=inbound.body, status="pending",
+                      received_at=utcnow(), attempts=0)
+
+
+class DrainSignal:
+    """This process's SETs of the drain flag. A SET sent at moment t that reaches Redis leaves the flag
+    up after t, and whichever drain takes it down then waits SIGNAL_HOLDS_FOR before it reads the
+    pending events: so an event committed before t + SIGNAL_HOLDS_FOR is found without a SET of its
+    own. A burst of webhooks costs each process one SET per SIGNAL_HOLDS_FOR, not one per webhook. If
+    that SET fails (Redis down), or the flag goes some other way (Redis restarted empty), the events it
+    covered wait for the sweep like any other stored while Redis was away."""
+
+    def __init__(self):
+        self.sent_at = float("-inf")  # time.monotonic() when this process last sent the SET
+
+    def send(self) -> bool:
+        now = time.monotonic()
+        if now - self.sent_at < SIGNAL_HOLDS_FOR:
+            return True
+        self.sent_at = now
+        from ..jobs.webhooks import drain_webhook_events
+        try:
+            if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
+                task_queue().enqueue(drain_webhook_events, result_ttl=0, failure_ttl=86400)
+        except RedisError:
+            self.sent_at = float("-inf")  # the next event tries again
+            current_app.logger.warning("Redis unavailable: webhook events wait for the sweep")
+            return False
+        return True
 
 
 def signal_processing() -> bool:
-    """Make sure a drain job is queued. One flag in Redis stands for "a drain is queued", so a
-    burst of webhooks costs one SET each, not one job each. False if Redis is down (the sweep drains)."""
-    from ..jobs.webhooks import drain_webhook_events
-    try:
-        if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
-            task_queue().enqueue(drain_webhook_events, result_ttl=0, failure_ttl=86400)
-        return True
-    except RedisError:
-        current_app.logger.warning("Redis unavailable: webhook events wait for the sweep")
-        return False
+    """Make sure a drain job will read the events stored so far. One flag in Redis stands for "a drain
+    is queued", so a burst of webhooks queues one job, not one each. False if Redis is down (the sweep drains)."""
+    extensions = current_app.extensions
+    if "webhook_drain_signal" not in extensions:
+        extensions["webhook_drain_signal"] = DrainSignal()
+    return extensions["webhook_drain_signal"].send()
 
 
 def drain(limit: int = DRAIN_BATCH) -> int:
@@ -130,6 +285,7 @@ def drain(limit: int = DRAIN_BATCH) -> int:
         redis_connection().delete(DRAIN_QUEUED_FLAG)  # events stored from now on queue another drain
     except RedisError:
         pass
+    time.sleep(SIGNAL_HOLDS_FOR)  # events stored on the strength of the flag just taken down are committed by now
     pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending")
                                  .order_by(WebhookEvent.id).limit(limit)).all()
     for event_id in pending:

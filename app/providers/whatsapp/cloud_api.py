@@ -1,11 +1,11 @@
 import hashlib
-import json
 from posixpath import basename
 from urllib.parse import unquote, urlsplit
 
 from ..base import (
     Field,
     GiveUp,
+    InboundWebhook,
     OutboundMessage,
     Provider,
     RetryLater,
@@ -118,14 +118,14 @@ class WhatsAppCloudAPI(Provider):
 
     def verify_webhook(self, config, secrets, request):
         verify_signature(request, secrets.get("app_secret"))
-        changes(request.body)  # signed but unreadable: refused with 400 before it is stored
+        changes(request)  # signed but unreadable: refused with 400 before it is stored
 
     def webhook_dedup_key(self, request):
         """What the delivery says, when it holds only statuses (wamid, status, timestamp) and customers'
         messages (wamid): Meta's retry of the same notification is stored once however it is serialised.
         Anything else is identified by its exact body."""
         try:
-            said = delivery_items(changes(request.body))
+            said = delivery_items(changes(request))
         except WebhookRejected:
             said = None
         if not said:
@@ -134,7 +134,7 @@ class WhatsAppCloudAPI(Provider):
 
     def parse_webhook(self, config, request):
         events = []
-        for change in changes(request.body):
+        for change in changes(request):
             value = change.get("value")
             if change.get("field") != "messages" or not isinstance(value, dict):
                 continue  # template, quality and account updates change no message
@@ -144,12 +144,12 @@ class WhatsAppCloudAPI(Provider):
         return events
 
 
-def changes(body: bytes) -> list[dict]:
+def changes(request: InboundWebhook) -> list[dict]:
     """The changes of a WhatsApp Business Account notification, their statuses checked;
     WebhookRejected(..., 400) if it cannot be read. verify_webhook runs it, so what is stored parses."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = request.json_body
+    except ValueError:
         raise WebhookRejected("The body is not JSON.", 400) from None
     if not isinstance(document, dict) or document.get("object") != "whatsapp_business_account":
         raise WebhookRejected('The body is not a notification of object "whatsapp_business_account".', 400)

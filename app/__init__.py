@@ -13,6 +13,7 @@ from config import Config
 
 from .crypto import Vault
 from .extensions import csrf, db, limiter, login_manager, migrate
+from .log_redaction import redact_secrets_in_request_logs
 from .security import apply_security_headers, reject_nul_characters
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .cli import register_cli
     from .contacts import bp as contacts_bp
     from .integrations import bp as integrations_bp
+    from .platforms import bp as platforms_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
@@ -58,6 +60,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(platforms_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     limiter.exempt(webhooks_bp)  # a provider's burst must never be refused: every event is kept
@@ -82,6 +85,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     _register_error_pages(app)
     if not app.debug:
         logging.basicConfig(level=logging.INFO)
+    redact_secrets_in_request_logs()
     return app
 
 

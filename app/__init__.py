@@ -52,6 +52,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .contacts import bp as contacts_bp
     from .integrations import bp as integrations_bp
     from .platforms import bp as platforms_bp
+    from .platforms import callbacks_bp as meta_callbacks_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
@@ -61,9 +62,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(platforms_bp)
+    app.register_blueprint(meta_callbacks_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     limiter.exempt(webhooks_bp)  # a provider's burst must never be refused: every event is kept
+    csrf.exempt(meta_callbacks_bp)  # Meta proves itself with a signed_request
     register_cli(app)
 
     @login_manager.user_loader

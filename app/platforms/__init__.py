@@ -2,5 +2,7 @@ from flask import Blueprint
 
 # Signed-in pages: the Meta app settings, Connect with Meta, WhatsApp, the connected accounts.
 bp = Blueprint("platforms", __name__)
+# Public: Meta's data deletion and deauthorize callbacks and the deletion status page.
+callbacks_bp = Blueprint("meta_callbacks", __name__)
 
-from . import views  # noqa: E402,F401
+from . import callbacks, views  # noqa: E402,F401

@@ -113,6 +113,7 @@ def test_credentials_are_checked_with_an_app_token_stored_encrypted_and_never_sh
     ({"app_id": APP_ID, "app_secret": "wrong-secret"}, "app_secret", "Meta refused this App ID and App Secret"),
     ({"app_id": APP_ID, "app_secret": 42}, "app_secret", "Give the App Secret as text."),
     ({"app_id": APP_ID, "app_secret": APP_SECRET, "extra": 1}, "extra", "This field is not known."),
+    ({"app_id": True, "app_secret": APP_SECRET}, "app_id", "Invalid App ID format"),
 ])
 def test_credentials_errors_by_field_change_nothing(api, meta, payload, field, words):
     response = api.post("/api/meta/credentials/", json=payload)
@@ -120,6 +121,11 @@ def test_credentials_errors_by_field_change_nothing(api, meta, payload, field, w
     assert words in " ".join(response.json["errors"][field])
     from app.models import MetaApp
     assert db.session.scalar(db.select(MetaApp)) is None
+
+
+def test_an_app_id_sent_as_a_json_number_is_taken(api, meta):
+    response = api.post("/api/meta/credentials/", json={"app_id": int(APP_ID), "app_secret": APP_SECRET})
+    assert response.status_code == 200 and response.json["app_id"] == APP_ID
 
 
 def test_credentials_refused_by_meta_say_what_meta_said(api, meta):
@@ -399,13 +405,14 @@ def test_an_expired_state_is_refused_and_changes_nothing(browser, admin, meta, c
     assert db.session.scalar(db.select(OAuthState)).used_at is None
 
 
-def test_a_state_started_by_another_user_is_refused_and_stays_usable(app, browser, admin, meta, credentials):
+def test_a_state_started_by_another_user_is_refused_and_stays_usable(app, browser, admin, meta, credentials, caplog):
     colleague = make_user("Acme", "colleague@acme.example.com", role="admin")
     other = Browser(app.test_client()).login(colleague.email)
     callback = local(meta.consent(start(browser)))
     response = other.get(callback)
     assert response.headers["Location"].endswith("/settings#meta")
     assert "started by another user" in other.get("/settings").get_data(as_text=True)
+    assert f"Connect with Meta callback refused for user {colleague.id}" in caplog.text
     assert meta.calls("GET", "oauth/access_token") == []
     db.session.expire_all()
     assert db.session.scalar(db.select(OAuthState)).used_at is None

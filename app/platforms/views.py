@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db
@@ -112,6 +112,12 @@ def connect(platform):
     return redirect(url)
 
 
+def _refused(user, exc: ConnectError) -> None:
+    db.session.rollback()
+    if exc.field == "state":  # a forged, replayed, expired or someone else's answer
+        current_app.logger.warning("Connect with Meta callback refused for user %s: %s", user.id, exc.reason)
+
+
 @bp.get("/api/platforms/callback")
 def oauth_callback():
     """Where Meta's dialog sends the browser back (session cookie). An API client that started with its
@@ -124,7 +130,7 @@ def oauth_callback():
         try:
             pending = meta_connect.finish_authorization(user, request.args)
         except ConnectError as exc:
-            db.session.rollback()
+            _refused(user, exc)
             return jsonify({"errors": {exc.field: [exc.reason]}}), 400
         return jsonify({"pending_connection": meta_connect.serialize_pending(pending),
                         "connect_url": url_for("api.connect_pending", pending_id=pending.id)})
@@ -133,7 +139,7 @@ def oauth_callback():
     try:
         pending = meta_connect.finish_authorization(current_user, request.args)
     except ConnectError as exc:
-        db.session.rollback()
+        _refused(current_user, exc)
         return _back_to_settings(exc.reason)
     # An anchor of our own: the browser would otherwise keep the "#_=_" Meta appends to its redirect.
     return redirect(url_for("platforms.pick", pending_id=pending.id, _anchor="pick"))

@@ -48,6 +48,8 @@ def save_credentials(organization_id: int, user: User, app_id: Any, secret: Any)
     Meta with an app token; nothing is stored when Meta refuses it. The caller commits."""
     errors: Errors = {}
     app = get_app(organization_id)
+    if isinstance(app_id, int) and not isinstance(app_id, bool):
+        app_id = str(app_id)  # JSON clients may send the number as a number
     app_id = app_id.strip() if isinstance(app_id, str) else app_id
     if app_id in (None, ""):
         errors["app_id"] = ["Give the App ID of your Meta app."]

@@ -63,6 +63,9 @@ class Config:
     ALLOW_PRIVATE_NETWORK = _flag("ALLOW_PRIVATE_NETWORK")
     AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL") or None
     META_API_VERSION = os.environ.get("META_API_VERSION", "v25.0")
+    # Where "Connect with Meta" sends the browser: Meta's Login dialog for the pinned Graph version.
+    META_OAUTH_DIALOG_URL = (os.environ.get("META_OAUTH_DIALOG_URL")
+                             or f"https://www.facebook.com/{META_API_VERSION}/dialog/oauth").rstrip("/")
     PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("PROVIDER_TIMEOUT_SECONDS", "10"))
 
     SESSION_COOKIE_HTTPONLY = True

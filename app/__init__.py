@@ -14,6 +14,7 @@ from config import Config
 
 from .crypto import Vault
 from .extensions import csrf, db, limiter, login_manager, migrate
+from .log_redaction import redact_secrets_in_request_logs
 from .security import apply_security_headers, reject_nul_characters
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .contacts import bp as contacts_bp
     from .leads import bp as leads_bp
     from .integrations import bp as integrations_bp
+    from .platforms import bp as platforms_bp
+    from .platforms import callbacks_bp as meta_callbacks_bp
     from .signup import bp as signup_bp
     from .signup import public_bp as signup_public_bp
     from .webhooks import bp as webhooks_bp
@@ -78,9 +81,12 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(signup_bp)
     app.register_blueprint(signup_public_bp)
+    app.register_blueprint(platforms_bp)
+    app.register_blueprint(meta_callbacks_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     csrf.exempt(signup_public_bp)  # public forms: a signed form token and the API key prove the caller
+    csrf.exempt(meta_callbacks_bp)  # Meta proves itself with a signed_request
     app.session_interface = CookieSessions(skip_prefix=webhooks_bp.url_prefix + "/")
     register_cli(app)
 
@@ -103,6 +109,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     _register_error_pages(app)
     if not app.debug:
         logging.basicConfig(level=logging.INFO)
+    redact_secrets_in_request_logs()
     return app
 
 

@@ -288,6 +288,7 @@ def test_every_page_is_clean(page, live_server, admin):
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{live_server.url}/integrations")
     expect(page.locator("#type-sms ul.items")).to_contain_text("Shop texts")
+    page.wait_for_load_state()  # leaving before its deferred script arrived would abort that request
 
     pages = ["/integrations", f"/integrations/{integration_id}", f"/integrations/{integration_id}/edit",
              f"/integrations/{integration_id}/logs", f"/integrations/{integration_id}/logs?level=error",
@@ -295,6 +296,7 @@ def test_every_page_is_clean(page, live_server, admin):
              "/settings", "/contacts", "/contacts/tags", "/campaigns", "/campaigns/new",
              f"/campaigns/{campaign_id}", f"/campaigns/{campaign_id}/edit", f"/campaigns/{campaign_id}/delete"]
     pages += [f"/integrations/new/{kind}" for kind in ("email", "sms", "whatsapp", "signup_page", "facebook")]
+    pages += ["/platforms"]  # connected Meta accounts (the settings page above holds the Meta app)
     for path in pages:
         response = page.goto(path)
         assert response.status == 200, path

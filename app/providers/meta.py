@@ -175,6 +175,17 @@ def graph_post(settings: ProviderSettings, path: str, payload: dict, *, provider
     return body if isinstance(body, dict) else {}
 
 
+def graph_delete(settings: ProviderSettings, path: str, *, provider_label: str, token_refused: str = TOKEN_REFUSED,
+                 **kwargs) -> dict:
+    """DELETE {graph}/{version}/{path} (unsubscribing an app); the JSON body, or {} when it cannot be read."""
+    response = _graph("DELETE", settings, path, provider_label, token_refused, **kwargs)
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _graph(method: str, settings: ProviderSettings, path: str, label: str, token_refused: str, **kwargs):
     seen: dict = {}
 

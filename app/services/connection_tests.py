@@ -12,6 +12,7 @@ from ..models import ConnectionTest, Integration, User, utcnow
 from ..providers.base import GiveUp, ProviderError
 from ..queue import task_queue
 from . import integrations as svc
+from . import meta_app
 
 JOB_TIMEOUT_SECONDS = 120
 
@@ -61,7 +62,8 @@ def run_test(test_id: str) -> str:
     try:
         if missing:
             raise GiveUp(f"Fill in {', '.join(missing)} before testing the connection.")
-        message = svc.adapter_for(integration).check(integration.config or {}, secrets)
+        config, secrets = meta_app.with_app_credentials(integration, integration.config or {}, secrets)
+        message = svc.adapter_for(integration).check(config, secrets)
         passed = True
     except ProviderError as exc:
         message, passed = exc.reason, False

@@ -13,11 +13,12 @@ from rq.job import Job
 from sqlalchemy import and_, or_, select, update
 
 from ..extensions import db
-from ..models import Integration, Message, User, utcnow
+from ..models import Integration, Message, utcnow
 from ..providers.base import GiveUp, OutboundMessage, ProviderError, RetryLater, SendResult
 from ..queue import redis_connection, task_queue
 from . import integrations as svc
-from .messaging import add_event, enqueue, first_in_line
+from .alerts import email_admins
+from .messaging import add_event, enqueue
 from .pacing import Pacer
 
 MAX_ATTEMPTS = 5
@@ -177,24 +178,10 @@ def provider_failed(integration: Integration, exc: ProviderError) -> None:
 
 def tell_admins(integration: Integration, reason: str) -> None:
     """Email the organisation's admins through another active email integration, if it has one."""
-    from .messaging import store, validate_request
-    via = first_in_line(integration.organization_id, "email", excluding={integration.id})
-    if via is None:
-        return
-    admins = db.session.scalars(select(User).where(User.organization_id == integration.organization_id,
-                                                   User.role == "admin")).all()
-    alerts = []
-    for admin in admins:
-        request, errors = validate_request(integration.organization_id, {
-            "integration_id": via.id, "to": admin.email,
-            "subject": f"Switchboard: {integration.name} is failing",
-            "body": f"Sending through {integration.name} failed {integration.consecutive_failures} times in a row.\n"
-                    f"The last error: {reason}\n\nOpen Switchboard to check its credentials and run a connection test."})
-        if not errors:
-            alerts.append(store(integration.organization_id, request))
-    db.session.commit()
-    for alert in alerts:
-        enqueue(alert)
+    email_admins(integration.organization_id, f"Switchboard: {integration.name} is failing",
+                 f"Sending through {integration.name} failed {integration.consecutive_failures} times in a row.\n"
+                 f"The last error: {reason}\n\nOpen Switchboard to check its credentials and run a connection test.",
+                 excluding={integration.id})
 
 
 INTERRUPTED = ("The worker stopped while sending. The provider may have accepted it, so it was not sent again "

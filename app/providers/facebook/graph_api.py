@@ -31,8 +31,9 @@ class FacebookGraphAPI(Provider):
     label = "Facebook (Meta Graph API)"
     receives_webhooks = True
     fields = (
-        Field("app_id", "App ID", required=True, pattern=DIGITS, pattern_message="Invalid App ID format: it must be numeric."),
-        Field("app_secret", "App secret", "secret", required=True),
+        Field("app_id", "App ID", pattern=DIGITS, pattern_message="Invalid App ID format: it must be numeric.",
+              help="Leave empty to use the organisation's Meta app (Settings)."),
+        Field("app_secret", "App secret", "secret", help="Leave empty to use the organisation's Meta app (Settings)."),
         Field("access_token", "User or system user access token", "secret"),
         Field("page_id", "Page ID", pattern=DIGITS, pattern_message="The Page ID is a number."),
         Field("page_access_token", "Page access token", "secret"),
@@ -65,7 +66,9 @@ class FacebookGraphAPI(Provider):
 
     def check(self, config, secrets):
         # debug_token inspects the stored token with the app's own credentials; nothing is posted.
-        app_id = config["app_id"]
+        app_id = config.get("app_id")
+        if not app_id or not secrets.get("app_secret"):
+            raise GiveUp("Meta App credentials not configured: save the App ID and App Secret in Settings.")
         app_token = f"{app_id}|{secrets['app_secret']}"
         kind, token = ("page access token", secrets.get("page_access_token")) if secrets.get("page_access_token") \
             else ("access token", secrets.get("access_token"))

@@ -50,6 +50,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .cli import register_cli
     from .contacts import bp as contacts_bp
     from .integrations import bp as integrations_bp
+    from .media import bp as media_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
@@ -58,6 +59,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(media_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     limiter.exempt(webhooks_bp)  # a provider's burst must never be refused: every event is kept

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import current_app, url_for
+from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}){0,9}")
 CHUNK = 64 * 1024
 SHARED_SALT = "switchboard.storage.shared"
+SHARED_PATH = "/media/shared/"  # the route of app/media/views.py that serves these links
 
 
 class StorageError(Exception):
@@ -93,7 +94,7 @@ class FolderStorage:
 
     def shared_url(self, key: str, expires_in: int) -> str:
         token = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=SHARED_SALT).dumps(check_key(key))
-        return current_app.config["PUBLIC_BASE_URL"] + url_for("media.shared", token=token)
+        return f"{current_app.config['PUBLIC_BASE_URL']}{SHARED_PATH}{token}"  # jobs have no request to build URLs in
 
 
 class S3Storage:

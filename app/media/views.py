@@ -10,7 +10,7 @@ from flask import Response, abort, current_app
 from flask_login import current_user, login_required
 
 from ..services import inbox
-from ..storage import NotStored, StorageError, key_from_shared_token, storage
+from ..storage import SHARED_PATH, NotStored, StorageError, key_from_shared_token, storage
 from . import bp
 
 SHOWN_INLINE = ("image/jpeg", "image/png", "image/gif", "image/webp", "video/mp4", "video/3gpp", "audio/mpeg",
@@ -37,7 +37,7 @@ def message_media(message_id):
     return file_response(found.chunks, found.mime_type, found.filename)
 
 
-@bp.get("/media/shared/<token>")
+@bp.get(SHARED_PATH + "<token>")
 def shared(token):
     key = key_from_shared_token(token, current_app.config["SHARED_MEDIA_SECONDS"])
     if key is None:

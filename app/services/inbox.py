@@ -733,6 +733,9 @@ def deliver_reply(message_id: int) -> str:
         return reply_failed(message, exc.reason)
     except StorageError as exc:
         return reply_failed(message, f"The file to send could not be read: {exc}")
+    except Exception:  # a bug of ours: the reply ends in words, the traceback goes to the log
+        current_app.logger.exception("sending reply %s crashed", message.id)
+        return reply_failed(message, "Sending failed unexpectedly inside Switchboard; the error was logged.")
     return reply_sent(message, provider_id)
 
 

@@ -105,7 +105,7 @@ class S3Storage:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=region,
-            config=Config(connect_timeout=timeout, read_timeout=timeout * 3,
+            config=Config(signature_version="s3v4", connect_timeout=timeout, read_timeout=timeout * 3,
                           retries={"mode": "standard", "total_max_attempts": 3}))
 
     def _key(self, key: str) -> str:

@@ -585,7 +585,7 @@ def whatsapp_media_location(settings: ProviderSettings, token: str, media_id: st
 def download(settings: ProviderSettings, url: str, *, label: str, max_bytes: int,
              headers: dict | None = None) -> tuple[bytes, str | None]:
     """(the file, its Content-Type); GiveUp when it is larger than max_bytes, read no further."""
-    limit_words = f"{max_bytes / 1_000_000:g} MB"
+    limit_words = size_words(max_bytes)
     response = call("GET", url, timeout=settings.timeout, provider_label=label, headers=dict(headers or {}),
                     stream=True)
     with response:
@@ -599,6 +599,12 @@ def download(settings: ProviderSettings, url: str, *, label: str, max_bytes: int
                 raise GiveUp(f"The file is larger than the {limit_words} limit for media kept in Switchboard.")
     content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip() or None
     return bytes(data), content_type
+
+
+def size_words(size: int) -> str:
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:g} MB"
+    return f"{size / 1000:g} KB" if size >= 1000 else f"{size} bytes"
 
 
 def upload_whatsapp_media(settings: ProviderSettings, token: str, phone_number_id: str, data: bytes,

@@ -627,7 +627,7 @@ def _clean_upload(conversation: Conversation, upload: Upload, caption: str | Non
     if not upload.data:
         return {}, {"upload": ["The file is empty."]}
     if len(upload.data) > limit:
-        return {}, {"upload": [f"The file is larger than the {limit / 1_000_000:g} MB limit."]}
+        return {}, {"upload": [f"The file is larger than the {meta.size_words(limit)} limit."]}
     mime_type = (upload.mime_type or "").split(";")[0].strip().lower()
     if not re.fullmatch(r"[a-z]+/[a-z0-9.+\-]+", mime_type):
         mime_type = mimetypes.guess_type(upload.filename or "")[0] or "application/octet-stream"
@@ -913,7 +913,7 @@ def fetch_media(message_id: int) -> str:
             token = token_of(integration)
             location = meta.whatsapp_media_location(settings(), token, media["provider_media_id"])
             if location.size and location.size > limit:
-                raise GiveUp(f"The file is larger than the {limit / 1_000_000:g} MB limit for media kept in "
+                raise GiveUp(f"The file is larger than the {meta.size_words(limit)} limit for media kept in "
                              "Switchboard.")
             data, content_type = meta.download(settings(), location.url, label=meta.LABELS["whatsapp"],
                                                max_bytes=limit, headers=meta.bearer(token))

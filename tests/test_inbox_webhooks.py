@@ -454,10 +454,15 @@ def test_entries_for_accounts_not_connected_are_ignored_and_leadgen_is_left_alon
     assert db.session.query(Conversation).count() == 0
 
 
-def test_nul_characters_in_a_message_do_not_stop_processing(app, accounts, graph, run_jobs):
+def test_nul_characters_anywhere_in_a_notification_do_not_stop_processing(app, accounts, graph, run_jobs):
     post(app, accounts, text_from_jane("evil\u0000text"))
+    post(app, accounts, whatsapp_notification(name="Ja\u0000ne", messages=[
+        wa_message("te\u0000xt", {"body": "hi\u0000"}, wamid="wamid.\u0000n", timestamp=int(time.time()))]))
     run_jobs()
-    assert messages()[0].text == "eviltext"
+    assert [(m.kind, m.text, m.provider_message_id) for m in messages()] == [
+        ("text", "eviltext", "m_in1"), ("text", "hi", "wamid.n")]
+    assert db.session.query(WebhookEvent).filter_by(status="processed").count() == 2
+    assert {c.name for c in db.session.scalars(select(Conversation))} == {"Jane Doe", "Jane"}
 
 
 def test_a_person_writing_again_later_keeps_one_conversation_and_moves_the_window(app, accounts, graph, run_jobs):

@@ -195,7 +195,12 @@ def graph_time(value) -> float | None:
 
 
 def _text(value) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    """Text as we keep it: trimmed, without NUL characters (JSON may carry \\u0000; PostgreSQL cannot
+    store one and no field wants one), None when empty."""
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
 
 
 def _id(value) -> str | None:
@@ -204,7 +209,8 @@ def _id(value) -> str | None:
         return None
     if isinstance(value, int):
         return str(value)
-    return value.strip() if isinstance(value, str) and value.strip() and len(value) <= 255 else None
+    value = _text(value)
+    return value if value and len(value) <= 255 else None
 
 
 def _dict(value) -> dict:
@@ -215,11 +221,23 @@ def _list(value) -> list:
     return value if isinstance(value, list) else []
 
 
+def without_nul(value):
+    """The document with NUL characters dropped from every string: JSON may carry \\u0000, and
+    PostgreSQL cannot store one in text."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
+
+
 def parse_notification(body: bytes) -> Notification:
     """Read a notification; WebhookRejected(..., 400) only when it is not one at all."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = without_nul(json.loads(body))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise WebhookRejected("The body is not JSON.", 400) from None
     if not isinstance(document, dict) or not isinstance(document.get("object"), str):
         raise WebhookRejected("The body is not a Meta notification (no \"object\").", 400)

@@ -265,15 +265,10 @@ def preview_of(direction: str, text: str) -> str:
     return f"You: {text}" if direction == "out" else text
 
 
-def clean_text(value: str | None) -> str | None:
-    """PostgreSQL cannot store NUL characters; Meta's JSON may carry \\u0000."""
-    return value.replace("\x00", "") if isinstance(value, str) else value
-
-
 def media_of(attachment: meta.Attachment) -> dict[str, Any]:
     media: dict[str, Any] = {"type": attachment.type, "status": "pending"}
     for name in ("url", "mime_type", "filename", "caption", "sha256"):
-        value = clean_text(getattr(attachment, name))
+        value = getattr(attachment, name)
         if value:
             media[name] = value
     if attachment.media_id:
@@ -297,7 +292,7 @@ def store_message(integration: Integration, conversation: Conversation, *, provi
         with db.session.begin_nested():
             message = ConversationMessage(
                 organization_id=integration.organization_id, conversation_id=conversation.id,
-                integration_id=integration.id, direction=direction, kind=kind[:20], text=clean_text(text),
+                integration_id=integration.id, direction=direction, kind=kind[:20], text=text,
                 media=media, template=template, provider_message_id=provider_message_id, status=status,
                 sent_by_id=sent_by.id if sent_by else None, attempts=0, created_at=moment)
             db.session.add(message)
@@ -559,7 +554,7 @@ def _clean_template(integration: Integration, value: Any, errors: Errors) -> tup
         errors["template"] = [f"The template {name.strip()} ({language.strip()}) {state}: choose an approved "
                               "template, or sync templates if it was approved lately."]
         return None, ""
-    given = [clean_text(str(p)) for p in parameters]
+    given = [str(p) for p in parameters]
     if len(given) != template.parameter_count:
         errors["template"] = [f"The template {template.name} takes {template.parameter_count} "
                               f"parameter{'s' if template.parameter_count != 1 else ''}; {len(given)} given."]
@@ -580,7 +575,7 @@ def validate_reply(conversation: Conversation, integration: Integration, data: A
         errors["text"] = ["Give the text of the message."]
         text = None
     elif isinstance(text, str):
-        text = clean_text(text.strip())
+        text = text.strip()
         size = len(text.encode()) if channel == "instagram" else len(text)
         if size > MAX_TEXT[channel]:
             unit = "bytes" if channel == "instagram" else "characters"
@@ -872,7 +867,7 @@ def fetch_profile(conversation_id: int) -> str:
     except ProviderError as exc:
         current_app.logger.info("no profile for conversation %s: %s", conversation.id, exc.reason)
         return "no profile"
-    name = clean_text(profile.name or (profile.username and f"@{profile.username}"))
+    name = profile.name or (profile.username and f"@{profile.username}")
     for _ in range(3):
         try:
             if name and not conversation.name:
@@ -882,9 +877,9 @@ def fetch_profile(conversation_id: int) -> str:
                 for attribute, value in (("name", name), ("first_name", profile.first_name),
                                          ("last_name", profile.last_name)):
                     if value and not getattr(contact, attribute):
-                        setattr(contact, attribute, clean_text(value))
+                        setattr(contact, attribute, value)
                 if profile.username and (contact.fields or {}).get("instagram_username") != profile.username:
-                    contact.fields = {**(contact.fields or {}), "instagram_username": clean_text(profile.username)}
+                    contact.fields = {**(contact.fields or {}), "instagram_username": profile.username}
             conversation.updated_at = utcnow()
             db.session.commit()
             return "named" if name else "no name"

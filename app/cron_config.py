@@ -7,12 +7,14 @@ import os
 from rq import cron
 
 from app.jobs.inbox import roll_up_daily_stats, sync_all_conversations, sync_all_templates
+from app.jobs.inbox import sweep as sweep_inbox
 from app.jobs.maintenance import expire_stuck_tests, sweep
 
 QUEUE = os.environ.get("RQ_QUEUE", "switchboard")
 
 cron.register(expire_stuck_tests, QUEUE, interval=300, name="expire-stuck-tests")
 cron.register(sweep, QUEUE, interval=60, name="sweep-pending-webhooks-and-messages")
+cron.register(sweep_inbox, QUEUE, interval=60, name="sweep-inbox-replies-and-media")
 cron.register(sync_all_conversations, QUEUE, interval=300, name="sync-messenger-instagram-conversations")
 cron.register(sync_all_templates, QUEUE, interval=3 * 3600, name="sync-whatsapp-templates")
 cron.register(roll_up_daily_stats, QUEUE, interval=3600, name="roll-up-platform-daily-stats")

@@ -177,6 +177,17 @@ def test_an_app_without_a_secret_refuses_everything(app, accounts):
     assert response.status_code == 401 and "no app secret" in response.json["error"]
 
 
+def test_a_secret_that_cannot_be_decrypted_asks_meta_to_retry(app, accounts):
+    from cryptography.fernet import Fernet
+
+    from app.models import MetaApp
+    db.session.get(MetaApp, accounts.meta_app_id).secrets_ciphertext = Fernet(Fernet.generate_key()).encrypt(
+        b'{"app_secret": "x"}').decode()  # encrypted with a key ENCRYPTION_KEYS no longer holds
+    db.session.commit()
+    response = post(app, accounts, text_from_jane())
+    assert response.status_code == 503 and db.session.query(WebhookEvent).count() == 0
+
+
 def test_notifications_are_kept_while_redis_is_down_and_processed_by_the_sweep(app, accounts, graph, run_jobs,
                                                                              monkeypatch):
     monkeypatch.setitem(app.config, "REDIS_URL", "redis://127.0.0.1:9/0")

@@ -48,7 +48,7 @@ def get_conversation(conversation_id):
     conversation = _owned_conversation(conversation_id)
     before = request.args.get("before", type=int)
     messages = inbox.messages_of(conversation, before=before if before and before < 2**31 else None,
-                                 limit=requested_per_page(50, 200) if "per_page" in request.args else 50)
+                                 limit=requested_per_page(50, 200))
     return jsonify({**inbox.serialize_conversation(conversation),
                     "messages": [_message_json(conversation.id, m) for m in messages]})
 

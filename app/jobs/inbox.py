@@ -45,6 +45,11 @@ def sync_all_templates() -> int:
     return inbox.sync_all_templates()
 
 
+def sweep() -> dict[str, int]:
+    """Every minute: replies and media downloads whose job was lost, sends a dead worker left half-done."""
+    return inbox.sweep()
+
+
 def roll_up_daily_stats() -> int:
     """Hourly: messages in and out and conversations per day, per platform, per organisation."""
     return inbox.roll_up_daily_stats()

@@ -1,4 +1,4 @@
-from ..services import campaigns, connection_tests, delivery, inbox, webhooks
+from ..services import campaigns, connection_tests, delivery, webhooks
 
 
 def expire_stuck_tests() -> int:
@@ -7,4 +7,4 @@ def expire_stuck_tests() -> int:
 
 def sweep() -> dict[str, int]:
     """Every minute: what Redis being down or a worker dying left behind."""
-    return {"webhooks": webhooks.sweep(), **delivery.sweep(), "campaign_steps": campaigns.sweep(), **inbox.sweep()}
+    return {"webhooks": webhooks.sweep(), **delivery.sweep(), "campaign_steps": campaigns.sweep()}

@@ -644,10 +644,7 @@ def refusal_for(conversation: Conversation, integration: Integration, content: d
         return f"The account {integration.name} {state}: replies cannot be sent through it now."
     if not token_of(integration):
         return f"The account {integration.name} has no access token: connect it again."
-    current = window(conversation)
-    if content["kind"] == "template":
-        return None
-    return current.reason
+    return None if content["kind"] == "template" else window(conversation).reason
 
 
 def send_reply(conversation: Conversation, user: User | None, data: Any,
@@ -665,8 +662,7 @@ def send_reply(conversation: Conversation, user: User | None, data: Any,
                             kind=content["kind"], text=content["text"], moment=now, status="queued",
                             media=content["media"], template=content["template"], sent_by=user)
     if "upload" in content:
-        extension = mimetypes.guess_extension(content["media"]["mime_type"]) or ".bin"
-        key = f"media/{conversation.organization_id}/{conversation.id}/{message.id}-{uuid.uuid4().hex[:8]}{extension}"
+        key = media_key(message, content["media"]["mime_type"])
         try:
             storage().put(key, content["upload"], content["media"]["mime_type"])
         except StorageError as exc:
@@ -890,6 +886,7 @@ def fetch_profile(conversation_id: int) -> str:
 
 
 def media_key(message: ConversationMessage, content_type: str | None) -> str:
+    """Where a message's file is kept: by organisation and conversation, unguessable, typed by extension."""
     extension = mimetypes.guess_extension(content_type or "") or ".bin"
     return f"media/{message.organization_id}/{message.conversation_id}/{message.id}-{uuid.uuid4().hex[:8]}{extension}"
 

@@ -59,7 +59,12 @@ def intake(public_id: str, inbound: InboundWebhook) -> webhooks.Answer:
             if challenge is None:
                 return webhooks.Answer(405, {"error": "This address takes Meta's verification GET and signed POSTs."})
             return webhooks.Answer(200, challenge)
-        meta.verify_signature(inbound, app_secret(meta_app))
+        try:
+            secret = app_secret(meta_app)
+        except RuntimeError:  # ENCRYPTION_KEYS lost the key: Meta retries while it is put back
+            current_app.logger.error("the app secret of Meta app %s cannot be decrypted", meta_app.id)
+            return webhooks.Answer(503, {"error": "The app secret cannot be read right now; try again later."})
+        meta.verify_signature(inbound, secret)
         notification = meta.parse_notification(inbound.body)
         if notification.newest and notification.newest < inbound.received_at - MAX_AGE.total_seconds():
             raise WebhookRejected("The notification is older than 7 days, longer than Meta retries: refused as a "

@@ -308,6 +308,7 @@ def test_instagram_messages_echoes_deletions_and_reads(app, accounts, graph, run
 def test_every_whatsapp_message_type_is_stored_with_a_readable_text(app, accounts, graph, run_jobs):
     graph.media["img1"] = (b"\x89PNG image", "image/png")
     graph.media["voice1"] = (b"OggS voice", "audio/ogg")
+    graph.media["vid1"] = (b"\x00\x00\x00\x18ftypmp42", "video/mp4")
     at = int(time.time())
     kinds = [
         wa_message("text", {"body": "Hi, is the shop open?"}, wamid="wamid.t", timestamp=at),
@@ -315,6 +316,10 @@ def test_every_whatsapp_message_type_is_stored_with_a_readable_text(app, account
                    wamid="wamid.i", timestamp=at),
         wa_message("audio", {"id": "voice1", "mime_type": "audio/ogg; codecs=opus", "voice": True},
                    wamid="wamid.a", timestamp=at),
+        wa_message("video", {"id": "vid1", "mime_type": "video/mp4"}, wamid="wamid.v", timestamp=at),
+        wa_message("interactive", {"type": "list_reply", "list_reply": {"id": "r2", "title": "Tuesday 10:00",
+                                                                        "description": "Morning slot"}},
+                   wamid="wamid.lr", timestamp=at),
         wa_message("location", {"latitude": -33.8568, "longitude": 151.2153, "name": "Opera House",
                                 "address": "Bennelong Point"}, wamid="wamid.l", timestamp=at),
         wa_message("contacts", None, wamid="wamid.c", timestamp=at, contacts=[
@@ -335,6 +340,8 @@ def test_every_whatsapp_message_type_is_stored_with_a_readable_text(app, account
         "wamid.t": ("text", "Hi, is the shop open?"),
         "wamid.i": ("image", "Photo: This one"),
         "wamid.a": ("audio", "Voice message"),
+        "wamid.v": ("video", "Video"),
+        "wamid.lr": ("interactive", "Chose “Tuesday 10:00”"),
         "wamid.l": ("location", "Location: Opera House, Bennelong Point (-33.8568, 151.2153)"),
         "wamid.c": ("contacts", "Shared contact: Tom Baker +1 650 555 0199"),
         "wamid.ir": ("interactive", "Chose “Yes please”"),
@@ -345,10 +352,11 @@ def test_every_whatsapp_message_type_is_stored_with_a_readable_text(app, account
     }
     conversation = only_conversation()
     assert (conversation.channel, conversation.external_user_id, conversation.name, conversation.unread_count) == (
-        "whatsapp", WA_ID, "Jane Doe", 10)
+        "whatsapp", WA_ID, "Jane Doe", 12)
     contact = db.session.get(Contact, conversation.contact_id)
     assert (contact.phone, contact.name, contact.source) == ("+16505551234", "Jane Doe", "whatsapp")
     by_id = {m.provider_message_id: m for m in messages()}
+    assert by_id["wamid.v"].media["status"] == by_id["wamid.a"].media["status"] == "stored"
     image = by_id["wamid.i"].media
     assert (image["status"], image["mime_type"], image["caption"]) == ("stored", "image/png", "This one")
     from app.storage import storage
@@ -487,3 +495,13 @@ def test_a_person_writing_again_later_keeps_one_conversation_and_moves_the_windo
     assert conversation.last_inbound_at > first_inbound + timedelta(hours=29)
     assert conversation.last_inbound_at <= utcnow()
     assert db.session.query(Contact).count() == 1
+
+
+def test_a_profile_that_cannot_be_read_leaves_the_name_empty(app, accounts, graph, run_jobs):
+    post(app, accounts, page_notification(messenger_item("hi", mid="m_anon", sender="1111222233334444",
+                                                         timestamp_ms=now_ms())))
+    run_jobs()
+    conversation = only_conversation()
+    assert conversation.name is None and conversation.contact_id is not None
+    assert db.session.get(Contact, conversation.contact_id).fields["messenger_psid"] == "1111222233334444"
+    assert [m.text for m in messages()] == ["hi"]

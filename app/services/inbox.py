@@ -161,10 +161,6 @@ class Followups:
     profiles: set[int] = field(default_factory=set)
     media: set[int] = field(default_factory=set)
 
-    def merge(self, other: Followups) -> None:
-        self.profiles |= other.profiles
-        self.media |= other.media
-
 
 def clamp(moment: float | None) -> datetime:
     """Meta's time of an event as our naive UTC, never in the future (clocks differ)."""

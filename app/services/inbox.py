@@ -1194,7 +1194,8 @@ def _roll_up_day(organization_id: int, day: date) -> int:
     written = 0
     for platform in set(figures) | set(existing):
         entry = figures.get(platform, {"in": 0, "out": 0, "conversations": set()})
-        values = {"messages_in": entry["in"], "messages_out": entry["out"], "conversations": len(entry["conversations"])}
+        values = {"messages_in": entry["in"], "messages_out": entry["out"],
+                  "conversations": len(entry["conversations"])}
         stat = existing.get(platform)
         if stat is None:
             try:

@@ -67,6 +67,10 @@ class Config:
     META_OAUTH_DIALOG_URL = (os.environ.get("META_OAUTH_DIALOG_URL")
                              or f"https://www.facebook.com/{META_API_VERSION}/dialog/oauth").rstrip("/")
     PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("PROVIDER_TIMEOUT_SECONDS", "10"))
+    # Inbox media: a folder under instance/ by default, or s3://bucket/prefix (see app/storage.py).
+    MEDIA_STORAGE_URL = os.environ.get("MEDIA_STORAGE_URL", "")
+    MEDIA_MAX_BYTES = int(os.environ.get("MEDIA_MAX_BYTES", str(25 * 1000 * 1000)))
+    SHARED_MEDIA_SECONDS = int(os.environ.get("SHARED_MEDIA_SECONDS", str(24 * 3600)))  # links Meta fetches
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -66,6 +66,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .contacts import bp as contacts_bp
     from .leads import bp as leads_bp
     from .integrations import bp as integrations_bp
+    from .media import bp as media_bp
     from .platforms import bp as platforms_bp
     from .platforms import callbacks_bp as meta_callbacks_bp
     from .signup import bp as signup_bp
@@ -83,6 +84,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(signup_public_bp)
     app.register_blueprint(platforms_bp)
     app.register_blueprint(meta_callbacks_bp)
+    app.register_blueprint(media_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     csrf.exempt(signup_public_bp)  # public forms: a signed form token and the API key prove the caller

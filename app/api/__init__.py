@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from . import platforms, views  # noqa: E402,F401
+from . import inbox, platforms, views  # noqa: E402,F401

@@ -311,6 +311,9 @@ def process(event_id: int) -> str:
     if claimed != 1:
         return "nothing to do"  # processed, or in another worker's hands
     row = db.session.get(WebhookEvent, event_id)
+    if row.meta_app_id is not None:  # posted to the organisation's Meta app address: conversations and statuses
+        from . import meta_webhooks
+        return meta_webhooks.process(row)
     integration = db.session.get(Integration, row.integration_id)
     adapter = svc.adapter_for(integration)
     config = integration.config or {}

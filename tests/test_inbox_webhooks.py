@@ -452,7 +452,7 @@ def test_a_status_for_an_unknown_message_waits_then_is_recorded_as_unmatched(app
 
 # --- accounts that are not connected, and what the inbox leaves alone -------------------------------------
 
-def test_entries_for_accounts_not_connected_are_ignored_and_leadgen_is_left_alone(app, accounts, graph, run_jobs):
+def test_entries_for_accounts_not_connected_are_ignored_and_leadgen_goes_to_lead_ads(app, accounts, graph, run_jobs):
     at = now_ms()
     body = json.dumps({"object": "page", "entry": [
         {"id": "999999999", "time": at, "messaging": [messenger_item("hi", mid="m_x", recipient="999999999",
@@ -469,6 +469,7 @@ def test_entries_for_accounts_not_connected_are_ignored_and_leadgen_is_left_alon
     assert [r.status for r in rows] == ["processed", "processed"]
     assert "Ignored: Messenger account 999999999 is not connected." in rows[0].error
     assert "Skipped a feed change." in rows[0].error
+    assert "Lead Ads is switched off for this integration" in rows[0].error  # the Page takes no leads
     assert rows[1].error == "Skipped a notification of object 'user'."
     assert db.session.query(Conversation).count() == 0
 

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -80,11 +81,12 @@ def post_webhook(app, integration, body: bytes, signature: str | None = "sign"):
     return app.test_client().post(path_of(integration), data=body, headers=headers)
 
 
-def leadgen(*leadgen_ids, form_id=FORM_ID, page_id=PAGE_ID, indent=None, ad_id="444444444") -> bytes:
+def leadgen(*leadgen_ids, form_id=FORM_ID, page_id=PAGE_ID, indent=None, ad_id="444444444",
+            sent_at=1767605401) -> bytes:
     changes = [{"field": "leadgen", "value": {"ad_id": ad_id, "form_id": form_id, "leadgen_id": leadgen_id,
                                               "created_time": 1767605400, "page_id": page_id,
                                               "adgroup_id": "44444444444"}} for leadgen_id in leadgen_ids]
-    document = {"object": "page", "entry": [{"id": page_id, "time": 1767605401, "changes": changes}]}
+    document = {"object": "page", "entry": [{"id": page_id, "time": sent_at, "changes": changes}]}
     return json.dumps(document, indent=indent, separators=None if indent else (",", ":")).encode()
 
 
@@ -398,3 +400,63 @@ def test_a_lead_processed_twice_at_once_is_made_once(app, api, graph, run_jobs):
     assert count(Contact) == 1
     contact = db.session.get(Contact, all_leads()[0].contact_id)
     assert [e.kind for e in contact.events].count("lead") == 1
+
+
+# --- leads at the organisation's Meta app address (Connect with Meta) ------------------------------
+
+def connected_page(api) -> dict:
+    """A Page connected through the organisation's Meta app: no app id or secret of its own."""
+    from app.crypto import vault
+    from app.models import MetaApp
+    fb = configure(api, app_id="", app_secret="")
+    integration = db.session.get(Integration, fb["id"])
+    integration.external_id = PAGE_ID
+    meta_app = MetaApp(organization_id=integration.organization_id, app_id=APP_ID,
+                       secrets_ciphertext=vault().encrypt_json({"app_secret": APP_SECRET}))
+    db.session.add(meta_app)
+    db.session.commit()
+    return {**fb, "meta_path": f"/api/webhooks/meta/{meta_app.public_id}/"}
+
+
+def test_leads_posted_to_the_meta_app_address_become_the_same_one_lead(app, api, graph, httpserver, run_jobs):
+    campaign = welcome_campaign(api)
+    page = connected_page(api)
+    body = leadgen(LEAD_ID, sent_at=int(time.time()))
+    client = app.test_client()
+    response = client.post(page["meta_path"], data=body, headers={"X-Hub-Signature-256": sign(body)})
+    assert response.status_code == 200 and response.json == {"status": "accepted"}
+    assert graph_requests(httpserver) == []  # stored and answered before Meta is asked
+    run_jobs()
+    [lead] = all_leads()
+    assert (lead.status, lead.integration_id, lead.page_id) == ("processed", page["id"], PAGE_ID)
+    contact = api.get(f"/api/contacts/{lead.contact_id}/").json
+    assert contact["email"] == "jane.doe@example.com" and contact["tags"] == ["Facebook lead"]
+    assert api.get(f"/api/campaigns/{campaign['id']}/enrollments/").json["total"] == 1
+    # The same lead announced again, in another body, to the app address: still one lead, fetched once.
+    again = leadgen(LEAD_ID, indent=2, sent_at=int(time.time()))
+    assert client.post(page["meta_path"], data=again, headers={"X-Hub-Signature-256": sign(again)}).status_code == 200
+    run_jobs()
+    assert count(Lead) == 1 and count(Contact) == 1 and lead_fetches(httpserver) == 1
+    assert all(row.status == "processed" for row in stored_events())
+
+
+def test_a_rate_limited_lead_at_the_meta_app_address_waits_for_a_later_try(app, api, graph, run_jobs):
+    page = connected_page(api)
+    set_token(api, page, BUSY_TOKEN)
+    body = leadgen(LEAD_ID, sent_at=int(time.time()))
+    app.test_client().post(page["meta_path"], data=body, headers={"X-Hub-Signature-256": sign(body)})
+    run_jobs()
+    [row] = stored_events()
+    assert row.status == "pending" and row.error.endswith("Will try again.")
+    set_token(api, page, PAGE_TOKEN)
+    webhooks.sweep()
+    run_jobs()
+    assert stored_events()[0].status == "processed" and all_leads()[0].status == "processed"
+
+
+def test_a_forged_lead_at_the_meta_app_address_is_refused(app, api, graph, httpserver):
+    page = connected_page(api)
+    body = leadgen(LEAD_ID, sent_at=int(time.time()))
+    response = app.test_client().post(page["meta_path"], data=body,
+                                      headers={"X-Hub-Signature-256": sign(body, "another-secret")})
+    assert response.status_code == 401 and stored_events() == [] and all_leads() == []

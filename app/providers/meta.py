@@ -89,18 +89,22 @@ def answer_verification(request: InboundWebhook, verify_token: str | None) -> st
     expected = verify_token or ""
     given = query.get("hub.verify_token") or ""
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise WebhookRejected("The verify token does not match this integration's webhook verify token.", 403)
+        raise WebhookRejected("The verify token does not match this address's webhook verify token.", 403)
     challenge = query.get("hub.challenge") or ""
     if not CHALLENGE.fullmatch(challenge):
         raise WebhookRejected("The hub.challenge is missing or not a plain token.", 400)
     return challenge
 
 
-def verify_signature(request: InboundWebhook, app_secret: str | None) -> None:
-    """X-Hub-Signature-256: HMAC-SHA256 of the raw body with the app secret, compared in constant time."""
+NO_APP_SECRET = ("No app secret is configured for this integration: set the App secret (Meta App Dashboard → "
+                 "App settings → Basic) so Meta's webhooks can be verified.")
+
+
+def verify_signature(request: InboundWebhook, app_secret: str | None, *, missing: str = NO_APP_SECRET) -> None:
+    """X-Hub-Signature-256: HMAC-SHA256 of the raw body with the app secret, compared in constant time.
+    `missing` says what to do when no secret is configured where this request arrived."""
     if not app_secret:
-        raise WebhookRejected("No app secret is configured for this integration: set the App secret (Meta App "
-                              "Dashboard → App settings → Basic) so Meta's webhooks can be verified.")
+        raise WebhookRejected(missing)
     given = request.header("X-Hub-Signature-256")
     if not given:
         raise WebhookRejected("The request is not signed (X-Hub-Signature-256 header missing).")

@@ -10,23 +10,20 @@ retries a refused notification and would keep the readable rest of it from ever 
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .base import GiveUp, InboundWebhook, ProviderSettings, RetryLater, StatusEvent, WebhookRejected
-from .meta import graph_get, graph_post
+from .base import GiveUp, ProviderSettings, RetryLater, StatusEvent, WebhookRejected
+from .meta import graph_get, graph_post, next_cursor
 from .net import call
 from .whatsapp.cloud_api import status_event
 
 LABELS = {"messenger": "Messenger", "instagram": "Instagram", "whatsapp": "WhatsApp Cloud API"}
 # Object of a notification → the platform of its conversations.
 OBJECTS = {"page": "messenger", "instagram": "instagram", "whatsapp_business_account": "whatsapp"}
-CHALLENGE = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
 MAX_SYNC_MESSAGES = 25  # per conversation, per sync: what webhooks may have missed lately
 MAX_TEMPLATE_PAGES = 20  # 2,000 templates
 DOWNLOAD_CHUNK = 64 * 1024
@@ -44,37 +41,6 @@ KIND_WORDS = {
     "ig_reel": "Shared reel", "fallback": "Link", "template": "Template message", "reaction": "Reaction",
     "postback": "Tapped a button", "order": "Order", "unsupported": "A message type Meta does not pass on",
 }
-
-
-# --- verification --------------------------------------------------------------------------------
-
-def answer_verification(query: dict[str, str], verify_token: str) -> str | None:
-    """Meta's GET handshake: the hub.challenge to echo when hub.mode=subscribe and the verify token
-    matches (constant time); None for a GET that is no handshake; WebhookRejected otherwise."""
-    if not any(name.startswith("hub.") for name in query):
-        return None
-    if query.get("hub.mode") != "subscribe":
-        raise WebhookRejected("Only hub.mode=subscribe verification requests are answered.", 403)
-    given = query.get("hub.verify_token") or ""
-    if not verify_token or not hmac.compare_digest(given.encode(), verify_token.encode()):
-        raise WebhookRejected("The verify token does not match this app's webhook verify token.", 403)
-    challenge = query.get("hub.challenge") or ""
-    if not CHALLENGE.fullmatch(challenge):
-        raise WebhookRejected("The hub.challenge is missing or not a plain token.", 400)
-    return challenge
-
-
-def verify_signature(request: InboundWebhook, app_secret: str) -> None:
-    """X-Hub-Signature-256 = "sha256=" + HMAC-SHA256(app secret, raw body), compared in constant time."""
-    if not app_secret:
-        raise WebhookRejected("This organisation's Meta app has no app secret yet: save the App Secret on the "
-                              "settings page so Meta's webhooks can be verified.")
-    given = request.header("X-Hub-Signature-256").strip().lower()
-    if not given:
-        raise WebhookRejected("The request is not signed (X-Hub-Signature-256 header missing).")
-    expected = "sha256=" + hmac.new(app_secret.encode(), request.body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise WebhookRejected("The X-Hub-Signature-256 signature does not match the body and the app secret.")
 
 
 # --- notifications → events --------------------------------------------------------------------
@@ -536,13 +502,6 @@ def recent_conversations(settings: ProviderSettings, platform: str, page_token: 
         if after is None:
             return
         params = {**params, "after": after}
-
-
-def next_cursor(body: dict) -> str | None:
-    """Graph's paging: the `after` cursor while there is a next page."""
-    paging = _dict(body.get("paging"))
-    after = _dict(paging.get("cursors")).get("after")
-    return after if isinstance(after, str) and after and paging.get("next") else None
 
 
 def _synced_conversation(item: dict) -> SyncedConversation:

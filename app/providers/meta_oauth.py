@@ -22,7 +22,8 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
 from .base import GiveUp, ProviderSettings, RetryLater
-from .meta import TOKEN_SUBCODES, graph_base, graph_delete, graph_error, graph_get, graph_message, graph_post
+from .meta import (TOKEN_SUBCODES, graph_base, graph_delete, graph_error, graph_get, graph_message, graph_post,
+                   next_cursor)
 from .net import USER_AGENT
 
 LABEL = "Meta"
@@ -176,7 +177,7 @@ def list_pages(settings: ProviderSettings, user_token: str) -> list[Page]:
             pages.append(Page(id=page_id, name=_text(item.get("name")) or f"Page {page_id}",
                               category=_text(item.get("category")), access_token=token,
                               instagram_id=instagram_id if GRAPH_ID.fullmatch(instagram_id) else None))
-        after = _next_cursor(body)
+        after = next_cursor(body)
         if not after:
             break
         params = {**params, "after": after}
@@ -233,7 +234,7 @@ def business_number_ids(settings: ProviderSettings, token: str, business_account
     for _ in range(MAX_LIST_PAGES):
         body = graph_get(settings, path, provider_label=LABEL, headers=_bearer(token), params=params)
         ids |= {str(item.get("id")) for item in _items(body) if item.get("id") is not None}
-        after = _next_cursor(body)
+        after = next_cursor(body)
         if not after:
             return ids
         params = {**params, "after": after}
@@ -312,15 +313,6 @@ def _graph_id(value: str, what: str) -> str:
 def _items(body: dict) -> list[dict]:
     data = body.get("data")
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
-
-
-def _next_cursor(body: dict) -> str | None:
-    """Graph's paging: the `after` cursor when paging.next says there is more. The next URL itself is
-    not followed: it names Meta's real host, and the configured base must be kept."""
-    paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
-    cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
-    after = cursors.get("after")
-    return after if isinstance(after, str) and after and paging.get("next") else None
 
 
 def _text(value) -> str:

@@ -28,13 +28,17 @@ from sqlalchemy.exc import IntegrityError
 from ..crypto import vault
 from ..extensions import db
 from ..models import Integration, MetaApp, WebhookEvent, utcnow
+from ..providers import meta as verification
 from ..providers import meta_messaging as meta
 from ..providers.base import InboundWebhook, WebhookRejected
-from . import inbox
+from ..providers.facebook.graph_api import lead_event
+from . import inbox, leads
 from . import webhooks
 
 PROVIDER = "meta"
 # Meta retries a notification for at most 7 days (WhatsApp); anything older is a replay.
+NO_APP_SECRET = ("This organisation's Meta app has no app secret yet: save the App Secret on the settings page "
+                 "so Meta's webhooks can be verified.")
 MAX_AGE = timedelta(days=7)
 KEPT_HEADERS = ("content-type", "user-agent", "x-hub-signature-256", "x-hub-signature")
 
@@ -55,7 +59,7 @@ def intake(public_id: str, inbound: InboundWebhook) -> webhooks.Answer:
         return webhooks.Answer(404, {"error": "No Meta app receives webhooks at this address."})
     try:
         if inbound.method in ("GET", "HEAD"):
-            challenge = meta.answer_verification(dict(inbound.query), meta_app.verify_token)
+            challenge = verification.answer_verification(inbound, meta_app.verify_token)
             if challenge is None:
                 return webhooks.Answer(405, {"error": "This address takes Meta's verification GET and signed POSTs."})
             return webhooks.Answer(200, challenge)
@@ -64,7 +68,7 @@ def intake(public_id: str, inbound: InboundWebhook) -> webhooks.Answer:
         except RuntimeError:  # ENCRYPTION_KEYS lost the key: Meta retries while it is put back
             current_app.logger.error("the app secret of Meta app %s cannot be decrypted", meta_app.id)
             return webhooks.Answer(503, {"error": "The app secret cannot be read right now; try again later."})
-        meta.verify_signature(inbound, secret)
+        verification.verify_signature(inbound, secret, missing=NO_APP_SECRET)
         notification = meta.parse_notification(inbound.body)
         if notification.newest and notification.newest < inbound.received_at - MAX_AGE.total_seconds():
             raise WebhookRejected("The notification is older than 7 days, longer than Meta retries: refused as a "
@@ -101,6 +105,8 @@ def process(row: WebhookEvent) -> str:
         outcome = apply(meta_app, meta.parse_notification(row.body))
     except WebhookRejected as exc:
         db.session.rollback()
+        if exc.status >= 500 and row.attempts < webhooks.MAX_PROCESSING_ATTEMPTS:  # Meta asked us to wait
+            return finish(event_id, "pending", f"{exc.reason} Will try again.")
         return finish(event_id, "failed", exc.reason)
     except Exception:
         db.session.rollback()
@@ -138,9 +144,11 @@ def apply(meta_app: MetaApp, notification: meta.Notification) -> Outcome:
     outcome = Outcome()
     accounts: dict[tuple[str, str], Integration | None] = {}
     ignored: set[str] = set()
+    leadgen: list[meta.LeadgenChange] = []
     for event in notification.events:
         if isinstance(event, meta.LeadgenChange):
-            continue  # Lead Ads: the leads branch routes leadgen changes to services/leads at merge
+            leadgen.append(event)  # after the messages: Lead Ads commits each lead before asking Meta for it
+            continue
         if isinstance(event, meta.Skipped):
             outcome.notes.append(f"Skipped {event.what}.")
             continue
@@ -166,9 +174,24 @@ def apply(meta_app: MetaApp, notification: meta.Notification) -> Outcome:
         elif isinstance(event, meta.WhatsAppStatus):
             if not apply_status(integration, event):
                 outcome.unmatched.append(event.event.provider_message_id)
+    for page_id, changes in group_by_page(leadgen).items():
+        page = inbox.account_for(meta_app.organization_id, "messenger", page_id)
+        if page is None:
+            ignored.add(f"Page {page_id or '(no id)'}")
+            continue
+        note = leads.receive(page, [lead_event(change.value, page_id) for change in changes])
+        if note:
+            outcome.notes.append(note)
     if ignored:
         outcome.notes.append(f"Ignored: {', '.join(sorted(ignored))} is not connected.")
     return outcome
+
+
+def group_by_page(changes: list[meta.LeadgenChange]) -> dict[str, list[meta.LeadgenChange]]:
+    pages: dict[str, list[meta.LeadgenChange]] = {}
+    for change in changes:
+        pages.setdefault(change.account_id, []).append(change)
+    return pages
 
 
 def apply_status(integration: Integration, event: meta.WhatsAppStatus) -> bool:

@@ -248,15 +248,19 @@ def read_notification(body: bytes) -> tuple[list[LeadEvent], bool]:
             if change.get("field") != "leadgen":
                 other = True
                 continue
-            value = change.get("value")
-            leadgen_id = str(value.get("leadgen_id")) if isinstance(value, dict) else ""
-            if not GRAPH_ID.fullmatch(leadgen_id):
-                raise WebhookRejected("A leadgen change has no readable leadgen_id.", 400)
-            leads.append(LeadEvent(leadgen_id=leadgen_id, form_id=_optional_id(value.get("form_id")),
-                                   page_id=_optional_id(value.get("page_id")) or _optional_id(entry.get("id")),
-                                   ad_id=_optional_id(value.get("ad_id")),
-                                   created_time=_moment(value.get("created_time"))))
+            leads.append(lead_event(change.get("value"), entry.get("id")))
     return leads, other
+
+
+def lead_event(value, entry_id=None) -> LeadEvent:
+    """The lead a `leadgen` change announces (its page: the change's page_id, else the entry's id);
+    WebhookRejected(..., 400) without a readable leadgen_id."""
+    leadgen_id = str(value.get("leadgen_id")) if isinstance(value, dict) else ""
+    if not GRAPH_ID.fullmatch(leadgen_id):
+        raise WebhookRejected("A leadgen change has no readable leadgen_id.", 400)
+    return LeadEvent(leadgen_id=leadgen_id, form_id=_optional_id(value.get("form_id")),
+                     page_id=_optional_id(value.get("page_id")) or _optional_id(entry_id),
+                     ad_id=_optional_id(value.get("ad_id")), created_time=_moment(value.get("created_time")))
 
 
 def fetched_lead(body: dict, leadgen_id: str, form_id: str | None = None) -> FetchedLead:

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from ..models import utcnow
 from ..pagination import requested_page
-from ..providers.meta_messaging import size_words as meta_words
+from ..providers.meta_messaging import size_words
 from ..services import inbox, meta_connect
 from ..services import inbox_pages as pages
 from . import bp
@@ -56,15 +56,16 @@ def inbox_helpers():
 def page_helpers():
     return {"display_name": pages.display_name, "platform_names": inbox.PLATFORM_NAMES,
             "media_display": pages.media_display, "template_labels": pages.parameter_labels,
-            "template_body": pages.template_body, "poll_seconds": POLL_SECONDS}
+            "template_body": pages.template_body, "poll_seconds": POLL_SECONDS,
+            "job_poll_seconds": JOB_POLL_SECONDS}
 
 
 @bp.app_template_filter("short_time")
-def short_time(moment, now=None) -> str:
+def short_time(moment) -> str:
     """14:05 today, 3 Jun this year, 3 Jun 2025 before (UTC)."""
     if moment is None:
         return ""
-    now = now or utcnow()
+    now = utcnow()
     if moment.date() == now.date():
         return moment.strftime("%H:%M")
     return f"{moment.day} {moment:%b}" + ("" if moment.year == now.year else f" {moment.year}")
@@ -263,7 +264,7 @@ def too_large(error):
         return render_template("error.html", status=413, title="Too large",
                                text="The request body is larger than this endpoint accepts."), 413
     form = ReplyForm(formdata=None)
-    form.upload.errors = [f"The file is larger than the {meta_words(current_app.config['MEDIA_MAX_BYTES'])} limit: "
+    form.upload.errors = [f"The file is larger than the {size_words(current_app.config['MEDIA_MAX_BYTES'])} limit: "
                           "send a smaller one, or a link to it."]
     return render_template("inbox/_composer.html", **_composer(conversation, form=form))
 

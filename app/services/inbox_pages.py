@@ -239,7 +239,8 @@ def job_progress(integration: Integration, job_id: str, kind: str) -> JobProgres
         return JobProgress(True, False, reason or "The sync failed.")
     if result == "gone":
         return JobProgress(True, False, "This account can no longer be synced.")
-    count = int(str(result).split(" ", 1)[0]) if str(result).split(" ", 1)[0].isdigit() else None
+    number = str(result).split(" ", 1)[0]  # the jobs answer "3 new messages", "5 templates"
+    count = int(number) if number.isdigit() else None
     if kind == "templates":
         return JobProgress(True, True, f"Synced {_count(count, 'template')} from WhatsApp." if count is not None
                            else "Templates synced.")

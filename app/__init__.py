@@ -64,6 +64,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .campaigns import bp as campaigns_bp
     from .cli import register_cli
     from .contacts import bp as contacts_bp
+    from .inbox import bp as inbox_bp
     from .leads import bp as leads_bp
     from .integrations import bp as integrations_bp
     from .media import bp as media_bp
@@ -85,6 +86,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(platforms_bp)
     app.register_blueprint(meta_callbacks_bp)
     app.register_blueprint(media_bp)
+    app.register_blueprint(inbox_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     csrf.exempt(signup_public_bp)  # public forms: a signed form token and the API key prove the caller

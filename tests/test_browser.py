@@ -297,6 +297,7 @@ def test_every_page_is_clean(page, live_server, admin):
              f"/campaigns/{campaign_id}", f"/campaigns/{campaign_id}/edit", f"/campaigns/{campaign_id}/delete"]
     pages += [f"/integrations/new/{kind}" for kind in ("email", "sms", "whatsapp", "signup_page", "facebook")]
     pages += ["/platforms"]  # connected Meta accounts (the settings page above holds the Meta app)
+    pages += ["/inbox", "/inbox?channel=whatsapp&q=nobody", "/inbox/stats"]  # the inbox, empty; its stats
     for path in pages:
         response = page.goto(path)
         assert response.status == 200, path

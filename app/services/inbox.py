@@ -1289,7 +1289,7 @@ def inbox_version(organization_id: int, *, channel: str | None = None, integrati
     query = conversations_query(organization_id, channel=channel, integration_id=integration_id, search=search)
     rows = db.session.execute(query.with_only_columns(Conversation.id, Conversation.updated_at)
                               .limit(per_page).offset((max(1, page) - 1) * per_page)).all()
-    return hashlib.blake2b(repr([tuple(r) for r in rows]).encode(), digest_size=8).hexdigest()
+    return version_of([tuple(r) for r in rows])
 
 
 def conversation_version(organization_id: int, conversation_id: int) -> str | None:
@@ -1299,7 +1299,13 @@ def conversation_version(organization_id: int, conversation_id: int) -> str | No
         Conversation.id == conversation_id, Conversation.organization_id == organization_id)).first()
     if row is None:
         return None
-    return hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).hexdigest()
+    return version_of(tuple(row))
+
+
+def version_of(values) -> str:
+    """The short string of both change signals; pages holding the rows already (a page's
+    [(id, updated_at), ...], a conversation's (updated_at, unread_count)) compute it without a query."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=8).hexdigest()
 
 
 def serialize_conversation(conversation: Conversation) -> dict[str, Any]:

@@ -84,6 +84,8 @@ class Config:
     SIGNUP_MIN_FILL_SECONDS = float(os.environ.get("SIGNUP_MIN_FILL_SECONDS", "3"))  # faster is a bot
     RATELIMIT_HEADERS_ENABLED = True
     LOGS_PER_PAGE = 50
+    # Deliberately slow; the test suite, which makes hundreds of users, sets a fast one.
+    PASSWORD_HASH_METHOD = "scrypt"
 
     @classmethod
     def finalise(cls, values: dict) -> dict:

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -50,7 +51,7 @@ class User(UserMixin, db.Model):
         return self.role == "admin"
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -49,6 +49,7 @@ def app(tmp_path_factory):
         "PUBLIC_BASE_URL": "https://switchboard.example.com",
         "ALLOW_PRIVATE_NETWORK": False,
         "PROVIDER_TIMEOUT_SECONDS": 3.0,
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # hundreds of users: production's scrypt would cost minutes
     })
     app.test_client_class = IsolatedClient
     with app.app_context():

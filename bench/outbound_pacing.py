@@ -5,18 +5,16 @@ Prints the achieved rate as a share of the limit (target: at least 95%) and the 
 one-second window seen by the provider (it must never exceed the limit), next to a baseline
 from the same run: the same workers sending unpaced, which shows the capacity the limiter holds back.
 
-    .venv/bin/python bench/outbound_pacing.py [--messages 10000] [--rate 80] [--workers 8] [--freeze-gc]
+    .venv/bin/python bench/outbound_pacing.py [--messages 10000] [--rate 80] [--workers 8]
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -24,42 +22,32 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from flask import Flask, request  # noqa: E402
+import requests  # noqa: E402
 from redis import Redis  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 
 class SlowProvider:
-    """SendGrid's mail/send, answering after `latency` seconds; records arrival times, and the
-    garbage-collection pauses of this process (while one lasts, requests wait unstamped)."""
+    """bench/slow_provider.py in a process of its own (see there why)."""
 
     def __init__(self, latency: float):
-        self.latency, self.arrivals, self.lock = latency, [], threading.Lock()
-        self.gc_pauses: list[float] = []
-        collection_started = [0.0]
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "slow_provider.py"),
+                                         "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
 
-        def on_collection(phase, info):
-            if phase == "start":
-                collection_started[0] = time.monotonic()
-            else:
-                self.gc_pauses.append(time.monotonic() - collection_started[0])
+    def count(self) -> int:
+        return requests.get(f"{self.url}/_bench/count", timeout=10).json()["count"]
 
-        gc.callbacks.append(on_collection)
-        app = Flask("fake-sendgrid")
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_bench/reset", timeout=10).raise_for_status()
 
-        @app.post("/v3/mail/send")
-        def mail_send():
-            arrived = time.monotonic()
-            request.get_data()
-            time.sleep(self.latency)
-            with self.lock:
-                self.arrivals.append(arrived)
-                number = len(self.arrivals)
-            return "", 202, {"X-Message-Id": f"bench{number}"}
+    def arrivals(self) -> tuple[list[float], float]:
+        """(arrival moments, longest garbage-collection pause of the provider's process)"""
+        answer = requests.get(f"{self.url}/_bench/arrivals", timeout=30).json()
+        return answer["arrivals"], answer["longest_gc_pause"]
 
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 def busiest_window(times: list[float], width: float = 1.0) -> int:
@@ -81,8 +69,7 @@ def run(app, args, env, provider, integration_id, count: int, rate: float | None
         integration.rate_limit = rate if rate else 10_000.0
         db.session.commit()
         organization_id = integration.organization_id
-    provider.arrivals.clear()
-    provider.gc_pauses.clear()
+    provider.reset()
     # Every message is stored and queued before the workers start, so this process's CPU goes to
     # the fake provider alone while they send.
     with app.app_context():
@@ -96,7 +83,7 @@ def run(app, args, env, provider, integration_id, count: int, rate: float | None
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.workers)]
     try:
         deadline = time.monotonic() + count / (rate or 50) * 3 + 60
-        while len(provider.arrivals) < count and time.monotonic() < deadline:
+        while provider.count() < count and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
         for worker in workers:
@@ -106,13 +93,14 @@ def run(app, args, env, provider, integration_id, count: int, rate: float | None
     with app.app_context():
         db.session.query(Message).delete()
         db.session.commit()
-    arrivals = sorted(provider.arrivals)
+    arrivals, longest_gc_pause = provider.arrivals()
+    arrivals.sort()
     if rate and os.environ.get("PACING_DUMP"):
         Path(os.environ["PACING_DUMP"]).write_text("\n".join(f"{a:.6f}" for a in arrivals))
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
     achieved = (len(arrivals) - 1) / span if span else float("nan")
     return {"sent": len(arrivals), "seconds": span, "rate": achieved, "busiest": busiest_window(arrivals),
-            "longest_gc_pause": max(provider.gc_pauses, default=0.0)}
+            "longest_gc_pause": longest_gc_pause}
 
 
 def main() -> None:
@@ -124,9 +112,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--database-url", help="a scratch database (emptied); default: SQLite in a temporary folder")
-    parser.add_argument("--freeze-gc", action="store_true",
-                        help="exempt the objects loaded before the runs (the whole app) from this process's "
-                             "garbage collections, whose full passes otherwise pause the fake provider for ~0.1 s")
     args = parser.parse_args()
 
     from flask_migrate import upgrade
@@ -137,8 +122,6 @@ def main() -> None:
     from app.services import accounts
     from app.services import integrations as svc
 
-    import logging
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="bench-pacing-"))
     provider = SlowProvider(args.latency)
     settings = {"APP_ENV": "testing", "SECRET_KEY": "bench", "ENCRYPTION_KEYS": Fernet.generate_key().decode(),
@@ -161,13 +144,13 @@ def main() -> None:
            "DATABASE_URL": settings["SQLALCHEMY_DATABASE_URI"], "REDIS_URL": args.redis_url,
            "RQ_QUEUE": "bench-pacing", "SENDGRID_API_BASE": provider.url, "INSTANCE_PATH": str(workdir)}
 
-    if args.freeze_gc:
-        gc.freeze()
     print(f"{args.workers} RQ workers, provider latency {args.latency * 1000:.0f} ms, "
-          f"database {settings['SQLALCHEMY_DATABASE_URI'].split('://')[0]}"
-          + (", objects loaded before the runs frozen out of garbage collection" if args.freeze_gc else ""))
-    baseline = run(app, args, env, provider, integration_id, args.baseline_messages, None)
-    paced = run(app, args, env, provider, integration_id, args.messages, args.rate)
+          f"database {settings['SQLALCHEMY_DATABASE_URI'].split('://')[0]}")
+    try:
+        baseline = run(app, args, env, provider, integration_id, args.baseline_messages, None)
+        paced = run(app, args, env, provider, integration_id, args.messages, args.rate)
+    finally:
+        provider.stop()
     print()
     print(f"{'run':<28}{'messages':>10}{'seconds':>10}{'msg/s':>10}{'busiest 1 s':>14}{'share of limit':>16}")
     print(f"{'baseline: unpaced':<28}{baseline['sent']:>10}{baseline['seconds']:>10.1f}{baseline['rate']:>10.1f}"

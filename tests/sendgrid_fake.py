@@ -3,6 +3,7 @@ and a signer for its Event Webhook (ECDSA P-256 over timestamp + body)."""
 from __future__ import annotations
 
 import base64
+import gc
 import itertools
 import json
 import threading
@@ -20,6 +21,8 @@ class FakeSendGrid:
         self.key, self.latency = key, latency
         self.sent: list[dict] = []  # accepted mail/send bodies, with their arrival time under "_at"
         self.failures: list[tuple[int, dict, dict]] = []  # scripted answers before success: (status, body, headers)
+        # Whether this process's garbage collector was on as each request arrived (senders in tests share it).
+        self.collector_on_arrival: list[bool] = []
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
         httpserver.expect_request("/v3/mail/send", method="POST").respond_with_handler(self.mail_send)
@@ -30,6 +33,7 @@ class FakeSendGrid:
         self.failures += [(status, {"errors": [{"message": message, "field": None}]}, headers or {})] * times
 
     def mail_send(self, request):
+        self.collector_on_arrival.append(gc.isenabled())
         time.sleep(self.latency)
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             return Response(json.dumps({"errors": [{"message": "authorization required"}]}), 401,

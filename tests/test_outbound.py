@@ -1,5 +1,6 @@
 """The outbound pipeline end to end with SendGrid on loopback: validation, idempotency, claiming,
 sandbox, retries with backoff, Retry-After, failover, pacing, scheduling, bulk, and the sweep."""
+import gc
 import threading
 import time
 from datetime import timedelta
@@ -359,6 +360,17 @@ def test_rate_limit_paces_sends(api, sendgrid, run_jobs):
     times = [body["_at"] for body in sendgrid.sent]
     assert len(times) == 8 and busiest_second(times) <= 4
     assert max(times) - min(times) >= 1.0
+
+
+def test_no_garbage_collection_pauses_a_send_between_its_departure_and_the_provider(api, sendgrid, run_jobs):
+    """A collection in that span would delay the request past the pacer's margin (bench/README.md)."""
+    make_email(api, rate_limit=50)
+    for n in range(3):
+        send(api, email(to=f"p{n}@example.com"))
+    assert gc.isenabled()
+    run_jobs()
+    assert sendgrid.collector_on_arrival == [False, False, False]
+    assert gc.isenabled()  # and on again once the provider has answered
 
 
 def test_sweep_queues_messages_whose_job_was_lost_and_ends_interrupted_sends(api, app, sendgrid, run_jobs, monkeypatch):

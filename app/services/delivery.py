@@ -19,7 +19,7 @@ from ..queue import redis_connection, task_queue
 from . import integrations as svc
 from .alerts import email_admins
 from .messaging import add_event, enqueue
-from .pacing import Pacer
+from .pacing import Pacer, collection_paused
 
 MAX_ATTEMPTS = 5
 RETRY_INTERVALS = (10, 30, 90, 270)  # seconds before attempts 2..5: exponential backoff
@@ -69,13 +69,14 @@ def send_through(integration: Integration, message: Message) -> SendResult:
     # Everything the call needs is ready before the pacer clears the send: the request leaves right
     # after the moment the pacer logs as its departure.
     secrets, outgoing = svc.get_secrets(integration), outbound(message, integration)
-    try:
-        Pacer(redis_connection()).acquire(f"integration:{integration.id}", rate, max_wait=MAX_PACING_WAIT)
-    except TimeoutError:
-        raise Paced() from None
-    if integration.sandbox and not adapter.has_test_mode:
-        return SendResult(provider_message_id=None, sandboxed=True)  # stop before the network call
-    return adapter.send(integration.config or {}, secrets, outgoing, sandbox=integration.sandbox)
+    with collection_paused():
+        try:
+            Pacer(redis_connection()).acquire(f"integration:{integration.id}", rate, max_wait=MAX_PACING_WAIT)
+        except TimeoutError:
+            raise Paced() from None
+        if integration.sandbox and not adapter.has_test_mode:
+            return SendResult(provider_message_id=None, sandboxed=True)  # stop before the network call
+        return adapter.send(integration.config or {}, secrets, outgoing, sandbox=integration.sandbox)
 
 
 def deliver(message_id: str) -> str:

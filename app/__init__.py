@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 from flask import Flask, jsonify, redirect, render_template, request, url_for
-from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.routing import IntegerConverter
@@ -26,19 +25,6 @@ class DatabaseInt(IntegerConverter):
     def __init__(self, url_map, **kwargs):
         kwargs.setdefault("max", 2**31 - 1)
         super().__init__(url_map, **kwargs)
-
-
-class CookieSessions(SecureCookieSessionInterface):
-    """Signed-cookie sessions, except under `skip_prefix` (providers' webhooks): those requests carry
-    no cookie, so they get Flask's null session without the signing work on intake's hot path."""
-
-    def __init__(self, skip_prefix: str):
-        self.skip_prefix = skip_prefix
-
-    def open_session(self, app, request):
-        if request.path.startswith(self.skip_prefix):
-            return None
-        return super().open_session(app, request)
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -65,6 +51,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .cli import register_cli
     from .contacts import bp as contacts_bp
     from .inbox import bp as inbox_bp
+    from .intake_gateway import IntakeGateway
     from .leads import bp as leads_bp
     from .integrations import bp as integrations_bp
     from .media import bp as media_bp
@@ -72,7 +59,6 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .platforms import callbacks_bp as meta_callbacks_bp
     from .signup import bp as signup_bp
     from .signup import public_bp as signup_public_bp
-    from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(integrations_bp)
@@ -80,7 +66,6 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(contacts_bp)
     app.register_blueprint(campaigns_bp)
     app.register_blueprint(api_bp)
-    app.register_blueprint(webhooks_bp)
     app.register_blueprint(signup_bp)
     app.register_blueprint(signup_public_bp)
     app.register_blueprint(platforms_bp)
@@ -88,10 +73,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(media_bp)
     app.register_blueprint(inbox_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
-    csrf.exempt(webhooks_bp)  # providers prove themselves by signature
     csrf.exempt(signup_public_bp)  # public forms: a signed form token and the API key prove the caller
     csrf.exempt(meta_callbacks_bp)  # Meta proves itself with a signed_request
-    app.session_interface = CookieSessions(skip_prefix=webhooks_bp.url_prefix + "/")
     register_cli(app)
 
     @login_manager.user_loader
@@ -102,7 +85,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.before_request
     def lead_to_first_run():
-        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "webhooks", "signup_public"):
+        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "signup_public"):
             return None
         from .services.accounts import first_run_needed
         if not current_user.is_authenticated and first_run_needed():
@@ -114,6 +97,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     if not app.debug:
         logging.basicConfig(level=logging.INFO)
     redact_secrets_in_request_logs()
+    app.wsgi_app = IntakeGateway(app, app.wsgi_app)  # webhooks and the sign-up API, ahead of Flask's request cycle
     return app
 
 

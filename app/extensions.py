@@ -1,5 +1,4 @@
 """Extension instances, bound to the app in create_app()."""
-from flask import request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -28,13 +27,6 @@ migrate = Migrate(render_as_batch=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, in_memory_fallback_enabled=True, default_limits=[])
-
-
-@limiter.request_filter
-def _webhooks_are_never_limited() -> bool:
-    """A provider's burst must never be refused: every event is kept. A filter, not limiter.exempt()
-    of the blueprint, because the limiter still resolves an exempt blueprint's limits on every request."""
-    return request.blueprint == "webhooks"
 
 
 @event.listens_for(Engine, "connect")

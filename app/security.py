@@ -37,27 +37,25 @@ def apply_security_headers(response: Response) -> Response:
 NUL_MESSAGE = "This value contains a NUL character, which is not allowed."
 
 
-def _fields_with_nul(value, name: str = "body") -> set[str]:
+def fields_with_nul(value, name: str = "body") -> set[str]:
     if isinstance(value, str):
         return {name} if "\x00" in value else set()
     if isinstance(value, dict):
-        return set().union(*(_fields_with_nul(v, k if name == "body" else name) | _fields_with_nul(k, name)
+        return set().union(*(fields_with_nul(v, k if name == "body" else name) | fields_with_nul(k, name)
                              for k, v in value.items()))
     if isinstance(value, list):
-        return set().union(*(_fields_with_nul(v, name) for v in value))
+        return set().union(*(fields_with_nul(v, name) for v in value))
     return set()
 
 
 def reject_nul_characters():
     """Refuse text with NUL characters anywhere in a request: no field wants one, and
     PostgreSQL cannot store one, so without this it would surface as a 500."""
-    if request.blueprint == "webhooks":
-        return None  # stored as raw bytes and verified by signature; providers' bodies are theirs to shape
-    fields = _fields_with_nul(request.args.to_dict(flat=False))
+    fields = fields_with_nul(request.args.to_dict(flat=False))
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        fields |= _fields_with_nul(request.form.to_dict(flat=False))
+        fields |= fields_with_nul(request.form.to_dict(flat=False))
     elif request.is_json:
-        fields |= _fields_with_nul(request.get_json(silent=True))
+        fields |= fields_with_nul(request.get_json(silent=True))
     if not fields:
         return None
     if request.path.startswith("/api/"):

@@ -234,22 +234,37 @@ def test_honeypot_and_fill_time_get_the_same_thank_you_create_nothing_and_are_ma
     assert [r.status for r in submissions()].count("spam") == 6
 
 
-def test_the_rate_limit_holds_per_client_ip_across_the_ways_in(app, api, monkeypatch):
+def test_the_rate_limit_holds_per_client_ip_across_the_browser_forms(app, api, monkeypatch):
     page = make_page(api)
-    key = create_key(api, page)
-    monkeypatch.setitem(app.config, "SIGNUP_RATE_LIMIT", "3 per minute")
+    monkeypatch.setitem(app.config, "SIGNUP_RATE_LIMIT", "2 per minute")
     client = app.test_client()
-    assert api_post(client, page, JANE, key).status_code == 201
     assert hosted_post(client, page, {"email": "jane@example.com", "terms": "on"}).status_code == 303
     assert embed_post(client, page, JANE).status_code == 201
-    limited = api_post(client, page, JANE, key)
+    limited = embed_post(client, page, JANE)
     assert limited.status_code == 429 and limited.is_json
     assert client.post(page["path"], data={}).status_code == 429
     assert client.get(page["path"]).status_code == 200  # showing the form is not limited
     elsewhere = app.test_client()
-    other_ip = api_post(elsewhere, page, JANE, key, environ_base={"REMOTE_ADDR": "203.0.113.9"})
-    assert other_ip.status_code == 201
-    assert len(submissions()) == 4
+    other_ip = elsewhere.post(page["path"], data={"email": "jane@example.com", "terms": "on"},
+                              environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert other_ip.status_code == 303  # stored (as spam: no form token), not limited
+    assert len(submissions()) == 3
+
+
+def test_the_api_limits_refused_keys_per_ip_not_a_business_import(app, api, monkeypatch):
+    """The JSON endpoint's caller is the business's own server: a whole import comes from one address."""
+    page = make_page(api)
+    key = create_key(api, page)
+    monkeypatch.setitem(app.config, "SIGNUP_RATE_LIMIT", "3 per minute")
+    client = app.test_client()
+    for n in range(6):
+        assert api_post(client, page, {**JANE, "email": f"person{n}@example.com"}, key).status_code == 201
+    assert [api_post(client, page, JANE, "sbk_guess").status_code for _ in range(4)] == [401, 401, 401, 429]
+    assert api_post(client, page, JANE, None).status_code == 429  # a missing key counts too, once over the limit
+    assert api_post(client, page, JANE, key).status_code == 201  # the right key still goes through
+    elsewhere = app.test_client()
+    assert api_post(elsewhere, page, JANE, "sbk_guess", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 401
+    assert len(submissions()) == 7
 
 
 # -- the embedded form and CORS -------------------------------------------------------------------

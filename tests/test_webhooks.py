@@ -9,6 +9,7 @@ from app.extensions import db
 from app.models import Integration, Message, MessageEvent, WebhookEvent
 from app.providers.base import InboundWebhook, ProviderSettings, WebhookRejected
 from app.providers.email.sendgrid import SendGrid
+from app import queue
 from app.queue import task_queue
 from app.services import webhooks
 from tests.conftest import point_at
@@ -267,9 +268,9 @@ def test_any_change_to_the_integration_is_seen_before_storing(app, api):
 def test_events_stored_on_the_strength_of_a_seen_flag_are_drained(app, api, monkeypatch, redis_conn):
     """A process that saw the drain flag a moment ago stores without a SET of its own; the drain that
     takes the flag down waits long enough to find that event too."""
-    monkeypatch.setattr(webhooks, "SIGNAL_HOLDS_FOR", 0.5)  # wide, so the steps below fit in it on any machine
+    monkeypatch.setattr(queue, "SIGNAL_HOLDS_FOR", 0.5)  # wide, so the steps below fit in it on any machine
     # As in a fresh process: the flag an earlier test saw went away with that test's Redis database.
-    monkeypatch.delitem(app.extensions, "webhook_drain_signal", raising=False)
+    monkeypatch.delitem(app.extensions, "drain_signals", raising=False)
     wa = configure(api)
     assert post_webhook(app, wa, wa_status(1)).json == {"status": "accepted"}
     assert len(task_queue()) == 1

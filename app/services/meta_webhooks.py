@@ -34,6 +34,7 @@ from ..providers.base import InboundWebhook, WebhookRejected
 from ..providers.facebook.graph_api import lead_event
 from . import inbox, leads
 from . import webhooks
+from .intake_store import Answer
 
 PROVIDER = "meta"
 # Meta retries a notification for at most 7 days (WhatsApp); anything older is a replay.
@@ -53,21 +54,21 @@ def app_secret(meta_app: MetaApp) -> str:
     return vault().decrypt_json(meta_app.secrets_ciphertext).get("app_secret") or ""
 
 
-def intake(public_id: str, inbound: InboundWebhook) -> webhooks.Answer:
+def intake(public_id: str, inbound: InboundWebhook) -> Answer:
     meta_app = find_app(public_id)
     if meta_app is None:
-        return webhooks.Answer(404, {"error": "No Meta app receives webhooks at this address."})
+        return Answer(404, {"error": "No Meta app receives webhooks at this address."})
     try:
         if inbound.method in ("GET", "HEAD"):
             challenge = verification.answer_verification(inbound, meta_app.verify_token)
             if challenge is None:
-                return webhooks.Answer(405, {"error": "This address takes Meta's verification GET and signed POSTs."})
-            return webhooks.Answer(200, challenge)
+                return Answer(405, {"error": "This address takes Meta's verification GET and signed POSTs."})
+            return Answer(200, challenge)
         try:
             secret = app_secret(meta_app)
         except RuntimeError:  # ENCRYPTION_KEYS lost the key: Meta retries while it is put back
             current_app.logger.error("the app secret of Meta app %s cannot be decrypted", meta_app.id)
-            return webhooks.Answer(503, {"error": "The app secret cannot be read right now; try again later."})
+            return Answer(503, {"error": "The app secret cannot be read right now; try again later."})
         verification.verify_signature(inbound, secret, missing=NO_APP_SECRET)
         notification = meta.parse_notification(inbound.body)
         if notification.newest and notification.newest < inbound.received_at - MAX_AGE.total_seconds():
@@ -75,7 +76,7 @@ def intake(public_id: str, inbound: InboundWebhook) -> webhooks.Answer:
                                   "replay.")
     except WebhookRejected as exc:
         current_app.logger.warning("Meta webhook refused for Meta app %s: %s", meta_app.id, exc.reason)
-        return webhooks.Answer(exc.status, {"error": exc.reason})
+        return Answer(exc.status, {"error": exc.reason})
     row = dict(organization_id=meta_app.organization_id, integration_id=None, meta_app_id=meta_app.id,
                provider=PROVIDER, dedup_key="sha256:" + hashlib.sha256(inbound.body).hexdigest(), url=inbound.url,
                headers={k: v for k, v in inbound.headers.items() if k in KEPT_HEADERS}, form=[],
@@ -85,9 +86,9 @@ def intake(public_id: str, inbound: InboundWebhook) -> webhooks.Answer:
         db.session.commit()
     except IntegrityError:  # Meta's retry of a delivery we already hold
         db.session.rollback()
-        return webhooks.Answer(200, {"status": "duplicate"})
+        return Answer(200, {"status": "duplicate"})
     webhooks.signal_processing()
-    return webhooks.Answer(200, {"status": "accepted"})
+    return Answer(200, {"status": "accepted"})
 
 
 @dataclass

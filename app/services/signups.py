@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as day_start
-from typing import Any
+from typing import Any, Callable
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import escape
-from redis.exceptions import RedisError
 from sqlalchemy import Date, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -34,9 +35,10 @@ from ..extensions import db
 from ..models import (SUBMISSION_STATUSES, Integration, Organization, SignupPageView, SignupSubmission, User,
                       new_message_id, utcnow)
 from ..providers.signup_page.hosted import ORIGIN, parse_origins
-from ..queue import redis_connection, task_queue
+from ..queue import drain_signal
 from . import campaigns, contacts
 from . import integrations as integrations_svc
+from .intake_store import Answer, intake_database
 
 Errors = dict[str, list[str]]
 INTEGRATION_TYPE = "signup_page"
@@ -52,8 +54,10 @@ HONEYPOT_FIELD = "your-website"
 TOKEN_SALT = "signup-form-token"
 MAX_PROCESSING_ATTEMPTS = 5
 DRAIN_QUEUED_FLAG = "switchboard:signups:drain-queued"
-DRAIN_FLAG_TTL = 300  # a lost drain job holds the flag at most this long; the sweep drains meanwhile
 DRAIN_BATCH = 500
+PAGE_TTL = 60.0  # seconds a process uses its copy of a page, however often its version is confirmed
+MAX_PAGES = 1000
+INTAKE_ATTEMPTS = 3  # reads of a page that keeps changing under one request before it is answered 503
 STATS_DAYS = 30
 API_KEY_PREFIX = "sbk_"
 THANK_YOU = "Thank you for signing up."
@@ -75,6 +79,7 @@ class Page:
     config: dict[str, Any]
     api_key_hash: str | None
     default_country: str
+    version: datetime | None = None  # the integration row's updated_at when this copy was read
 
     @property
     def form_fields(self) -> list[dict[str, Any]]:
@@ -92,27 +97,78 @@ class Page:
         return bool(origin) and origin.lower().rstrip("/") in self.allowed_origins
 
 
-# Built once: the public routes are the hot path (one query finds the page and its country).
-FIND_PAGE = (select(Integration.id, Integration.public_id, Integration.organization_id, Integration.name,
-                    Integration.is_active, Integration.config, Integration.api_key_hash,
-                    Organization.default_country)
-             .join(Organization, Organization.id == Integration.organization_id)
-             .where(Integration.public_id == bindparam("public_id"),
-                    Integration.integration_type == INTEGRATION_TYPE))
-STORE_SUBMISSION = insert(SignupSubmission)
+# The public routes are the hot path: Core statements built once, run on intake's own engine, and
+# each page kept per process for a while. The copy is never trusted on its own: a submission is
+# stored only if the page's row is still at the copy's version (every change to the row moves its
+# updated_at), and a refusal is given only on a fresh read (find_page(fresh=True)). The organisation's
+# default country may be up to PAGE_TTL old: it only reads local phone numbers at intake, and
+# processing validates again with the current one.
+integrations, submissions = Integration.__table__, SignupSubmission.__table__
+FIND_PAGE = (select(integrations.c.id, integrations.c.public_id, integrations.c.organization_id, integrations.c.name,
+                    integrations.c.is_active, integrations.c.config, integrations.c.api_key_hash,
+                    integrations.c.updated_at, Organization.__table__.c.default_country)
+             .join(Organization.__table__, Organization.__table__.c.id == integrations.c.organization_id)
+             .where(integrations.c.public_id == bindparam("public_id"),
+                    integrations.c.integration_type == INTEGRATION_TYPE))
+SUBMISSION_FIELDS = ("id", "source", "fields", "ip", "user_agent", "origin", "fill_seconds", "status", "errors",
+                     "spam_reason", "attempts", "received_at")
+STORE_IF_CURRENT = insert(submissions).from_select(
+    ["organization_id", "integration_id", *SUBMISSION_FIELDS],
+    select(integrations.c.organization_id, integrations.c.id,
+           *(bindparam(name, type_=submissions.c[name].type) for name in SUBMISSION_FIELDS))
+    .where(integrations.c.id == bindparam("integration_id"), integrations.c.updated_at == bindparam("version")))
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
-def find_page(public_id: str) -> Page | None:
-    """The sign-up page with this public id; None for anything else (an unknown id, another type's)."""
+class PageCache:
+    """Pages by public id, per process and app, with the moment each was read. Unknown ids are not kept."""
+
+    def __init__(self):
+        self.entries: dict[str, tuple[Page, float]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, public_id: str) -> Page | None:
+        entry = self.entries.get(public_id)
+        if entry is None or time.monotonic() - entry[1] >= PAGE_TTL:
+            return None
+        return entry[0]
+
+    def put(self, public_id: str, page: Page | None) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if page is None:
+                self.entries.pop(public_id, None)
+                return
+            for expired in [k for k, (_, loaded_at) in self.entries.items() if now - loaded_at >= PAGE_TTL]:
+                del self.entries[expired]
+            if len(self.entries) >= MAX_PAGES:
+                del self.entries[next(iter(self.entries))]  # the oldest
+            self.entries[public_id] = (page, now)
+
+
+def page_cache() -> PageCache:
+    extensions = current_app.extensions
+    if "signup_pages" not in extensions:
+        extensions["signup_pages"] = PageCache()
+    return extensions["signup_pages"]
+
+
+def find_page(public_id: str, *, fresh: bool = False) -> Page | None:
+    """The sign-up page with this public id; None for anything else (an unknown id, another type's).
+    A copy up to PAGE_TTL old unless `fresh`."""
     if not isinstance(public_id, str) or not PUBLIC_ID.match(public_id):
         return None  # not one we made (models.new_public_id): no query, so no NUL or odd bytes reach the database
-    row = db.session.execute(FIND_PAGE, {"public_id": public_id}).first()
-    if row is None:
-        return None
-    return Page(id=row.id, public_id=row.public_id, organization_id=row.organization_id, name=row.name,
-                is_active=row.is_active, config=row.config or {}, api_key_hash=row.api_key_hash,
-                default_country=row.default_country or "US")
+    cache = page_cache()
+    if not fresh and (page := cache.get(public_id)) is not None:
+        return page
+    with intake_database().engine.connect() as connection:
+        row = connection.execute(FIND_PAGE, {"public_id": public_id}).first()
+    page = None if row is None else Page(
+        id=row.id, public_id=row.public_id, organization_id=row.organization_id, name=row.name,
+        is_active=row.is_active, config=row.config or {}, api_key_hash=row.api_key_hash,
+        default_country=row.default_country or "US", version=row.updated_at)
+    cache.put(public_id, page)
+    return page
 
 
 # -- the fill-time token and spam --------------------------------------------------------------
@@ -261,7 +317,9 @@ class Client:
 @dataclass
 class Received:
     submission_id: str | None
-    status: str  # pending (accepted, to be processed), spam, invalid, or refused (not stored)
+    # pending (accepted, to be processed), spam, invalid; or not stored: refused, or stale (the page
+    # changed since the copy was read: read it again and receive again)
+    status: str
     errors: Errors = field(default_factory=dict)  # only for invalid and refused: a bot is told nothing
     values: dict[str, Any] = field(default_factory=dict)  # as typed, to show the form again
 
@@ -274,9 +332,10 @@ def browser_values(values: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
 
 def receive(page: Page, source: str, values: dict[str, Any], client: Client, *, spam: str | None = None,
             seconds: float | None = None) -> Received:
-    """Store one submission (spam, invalid or to be processed), commit, and signal the job.
-    The caller has checked the page is active and who is calling (key, origin), and for browser
-    forms worked out `spam` and `seconds` with spam_reason(). Too many fields is refused unstored."""
+    """Store one submission (spam, invalid or to be processed), durably, and signal the job; or
+    nothing if the page changed since `page` was read (status stale). The caller has checked the
+    page is active and who is calling (key, origin), and for browser forms worked out `spam` and
+    `seconds` with spam_reason(). Too many fields is refused unstored."""
     if len(values) > MAX_FIELDS:
         return Received(None, "refused", {"body": [f"At most {MAX_FIELDS} fields."]}, values)
     if spam:
@@ -285,39 +344,89 @@ def receive(page: Page, source: str, values: dict[str, Any], client: Client, *, 
         _, errors = validate(page, values)
         status = "invalid" if errors else "pending"
     submission_id = new_message_id()
-    db.session.execute(STORE_SUBMISSION, {
-        "id": submission_id, "organization_id": page.organization_id, "integration_id": page.id, "source": source,
-        "fields": values, "ip": (client.ip or "")[:45] or None, "user_agent": (client.user_agent or "")[:500] or None,
-        "origin": (client.origin or "")[:300] or None, "fill_seconds": seconds, "status": status,
-        "errors": errors or None, "spam_reason": spam, "contact_id": None, "attempts": 0,
-        "received_at": utcnow(), "processed_at": None})
-    db.session.commit()
+    database = intake_database()
+    with database.engine.connect() as connection:
+        stored = database.execute(connection, STORE_IF_CURRENT, {
+            "id": submission_id, "integration_id": page.id, "version": page.version, "source": source,
+            "fields": values, "ip": (client.ip or "")[:45] or None,
+            "user_agent": (client.user_agent or "")[:500] or None, "origin": (client.origin or "")[:300] or None,
+            "fill_seconds": seconds, "status": status, "errors": errors or None, "spam_reason": spam,
+            "attempts": 0, "received_at": utcnow()}).rowcount == 1
+    if not stored:
+        return Received(None, "stale", {}, values)
     if status == "pending":
         signal_processing()
     return Received(submission_id, status, errors, values)
 
 
 def signal_processing() -> bool:
-    """Make sure a drain job is queued: one flag in Redis stands for "a drain is queued", so a burst
-    of sign-ups costs one SET each, not a job each. False if Redis is down (the sweep drains)."""
-    from ..jobs.signups import drain_submissions
+    """Make sure a drain job will read the submissions stored so far (a burst queues one).
+    False if Redis is down (the sweep drains)."""
+    return drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.signups.drain_submissions", "sign-up submissions").send()
+
+
+class BodyProblem(Exception):
+    """A request body that is not a JSON object of fields: the status to answer and errors by field."""
+
+    def __init__(self, status: int, errors: Errors):
+        super().__init__(status)
+        self.status, self.errors = status, errors
+
+
+def json_values(is_json: bool, body: bytes) -> dict[str, Any]:
+    """The submitted values of a JSON post, or BodyProblem."""
+    if not is_json:
+        raise BodyProblem(415, {"body": ["Send JSON with Content-Type: application/json."]})
     try:
-        if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
-            task_queue().enqueue(drain_submissions, result_ttl=0, failure_ttl=86400)
-        return True
-    except RedisError:
-        current_app.logger.warning("Redis unavailable: sign-up submissions wait for the sweep")
-        return False
+        values = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        values = None
+    if not isinstance(values, dict):
+        raise BodyProblem(400, {"body": ["Send a JSON object of the form's field names and values."]})
+    return values
+
+
+NO_PAGE = "There is no sign-up form at this address."
+DEACTIVATED = "This sign-up page is deactivated: it takes no submissions until it is activated again."
+
+
+def api_intake(public_id: str, presented_key: str | None, read_values: Callable[[], dict[str, Any]],
+               client: Client) -> Answer:
+    """POST /api/signup/<public id>/: the page, its key, then the body (read_values may raise
+    BodyProblem, for the caller to answer), validated and stored. Accepted on the copy of the page; refused only on a fresh read."""
+    page, fresh = find_page(public_id), False
+    for _ in range(INTAKE_ATTEMPTS):
+        refusal = _api_refusal(page, presented_key)
+        if refusal is None:
+            received = receive(page, "api", read_values(), client)
+            if received.status != "stale":
+                if received.errors:
+                    return Answer(400, {"errors": received.errors})
+                return Answer(201, {"submission_id": received.submission_id})
+        elif fresh:
+            if refusal.status == 401:
+                current_app.logger.warning("sign-up API post refused for page %s: %s", page.id, refusal.body["error"])
+            return refusal
+        page, fresh = find_page(public_id, fresh=True), True  # the page changed, or may have: read it again
+    return Answer(503, {"error": "This sign-up page is being changed just now; send it again."})
+
+
+def _api_refusal(page: Page | None, presented_key: str | None) -> Answer | None:
+    if page is None:
+        return Answer(404, {"error": NO_PAGE})
+    problem = api_key_problem(page, presented_key)
+    if problem:
+        return Answer(401, {"error": problem})
+    if not page.is_active:  # said only to a caller that holds the page's key
+        return Answer(403, {"error": DEACTIVATED})
+    return None
 
 
 # -- processing --------------------------------------------------------------------------------
 
 def drain(limit: int = DRAIN_BATCH) -> int:
     """Process pending submissions, oldest first; returns how many were looked at."""
-    try:
-        redis_connection().delete(DRAIN_QUEUED_FLAG)  # submissions stored from now on queue another drain
-    except RedisError:
-        pass
+    drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.signups.drain_submissions", "sign-up submissions").take_down()
     pending = db.session.scalars(select(SignupSubmission.id).where(SignupSubmission.status == "pending")
                                  .order_by(SignupSubmission.received_at).limit(limit)).all()
     db.session.rollback()  # end the read transaction: each claim starts its own

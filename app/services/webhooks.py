@@ -15,8 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import current_app
-from redis.exceptions import RedisError
-from sqlalchemy import bindparam, create_engine, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..crypto import vault
@@ -24,9 +23,10 @@ from ..extensions import db
 from ..models import Integration, Message, MessageEvent, WebhookEvent, utcnow
 from ..providers import provider_class
 from ..providers.base import InboundWebhook, LeadEvent, Provider, StatusEvent, WebhookRejected
-from ..queue import redis_connection, task_queue
+from ..queue import drain_signal
 from . import integrations as svc
 from . import leads
+from .intake_store import Answer, intake_database
 from .messaging import add_event
 
 # Headers kept with every stored body, besides the ones each adapter names (its signatures).
@@ -34,19 +34,12 @@ KEPT_HEADERS = ("content-type", "user-agent", "authorization")
 SECRET_HEADERS = ("authorization",)
 MAX_PROCESSING_ATTEMPTS = 5
 DRAIN_QUEUED_FLAG = "switchboard:webhooks:drain-queued"
-DRAIN_FLAG_TTL = 300  # a lost drain job holds the flag at most this long; the sweep drains meanwhile
-SIGNAL_HOLDS_FOR = 0.02  # seconds a process relies on having seen the drain flag (see DrainSignal)
 DRAIN_BATCH = 500
 # A status may only move forward; bounces and failures end a message unless it was already opened or read.
 PROGRESS = {"queued": 0, "scheduled": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "read": 4,
             "clicked": 5}
 FINAL_FAILURES = ("bounced", "failed")
 NO_RECEIVER = {"error": "No integration receives webhooks at this address."}
-
-
-class Answer:
-    def __init__(self, status: int, body: dict[str, Any] | str):
-        self.status, self.body = status, body
 
 
 def inbound_from_request(request) -> InboundWebhook:
@@ -142,50 +135,6 @@ def receivers() -> ReceiverCache:
     return extensions["webhook_receivers"]
 
 
-class Precompiled:
-    """A Core statement compiled once for a dialect and run with exec_driver_sql: the hot path skips
-    SQLAlchemy's per-call cache key and compiled-statement lookup. Parameters still go through their
-    column types' bind processors (JSON, SQLite's datetime format, the driver's binary type)."""
-
-    def __init__(self, statement, dialect):
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.positions = compiled.positiontup if compiled.positional else None
-        self.processors = [(name, processor) for name, bind in compiled.binds.items()
-                           if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))]
-
-    def execute(self, connection, params: dict):
-        for name, processor in self.processors:
-            params[name] = processor(params[name])
-        return connection.exec_driver_sql(self.sql, tuple(params[name] for name in self.positions)
-                                          if self.positions else params)
-
-
-class IntakeDatabase:
-    """Intake's own engine, whose statements each commit on their own: the INSERT is durable when it
-    returns, SQLite's write lock is held only within that one call (never while its thread waits for
-    the GIL between an INSERT and a COMMIT), and PostgreSQL needs no COMMIT round trip."""
-
-    def __init__(self, url):
-        # Nothing to roll back when a connection goes back to the pool: no transaction is ever open.
-        self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
-        self.store_if_current: Precompiled | None = None
-
-    def store(self, connection, row: dict) -> bool:
-        """Insert the event if the integration is still at the row's version; False if it is not.
-        Raises IntegrityError for a de-duplication key the integration already holds."""
-        if self.store_if_current is None:
-            self.store_if_current = Precompiled(STORE_IF_CURRENT, connection.dialect)
-        return self.store_if_current.execute(connection, row).rowcount == 1
-
-
-def intake_database() -> IntakeDatabase:
-    extensions = current_app.extensions
-    if "webhook_intake_database" not in extensions:
-        extensions["webhook_intake_database"] = IntakeDatabase(db.engine.url)
-    return extensions["webhook_intake_database"]
-
-
 # Public ids are token_urlsafe: anything else (a NUL, which PostgreSQL refuses, or a long string) is no address.
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -202,7 +151,7 @@ def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
             answer, row = examine(receiver, provider, inbound)
             if row is not None:
                 try:
-                    if database.store(connection, row):
+                    if database.execute(connection, STORE_IF_CURRENT, row).rowcount == 1:  # still at the copy's version
                         break
                 except IntegrityError:  # the provider's retry of a delivery we already hold (checked current)
                     return Answer(200, {"status": "duplicate"})
@@ -243,49 +192,14 @@ def examine(receiver: Receiver, provider: str, inbound: InboundWebhook) -> tuple
                       received_at=utcnow(), attempts=0)
 
 
-class DrainSignal:
-    """This process's SETs of the drain flag. A SET sent at moment t that reaches Redis leaves the flag
-    up after t, and whichever drain takes it down then waits SIGNAL_HOLDS_FOR before it reads the
-    pending events: so an event committed before t + SIGNAL_HOLDS_FOR is found without a SET of its
-    own. A burst of webhooks costs each process one SET per SIGNAL_HOLDS_FOR, not one per webhook. If
-    that SET fails (Redis down), or the flag goes some other way (Redis restarted empty), the events it
-    covered wait for the sweep like any other stored while Redis was away."""
-
-    def __init__(self):
-        self.sent_at = float("-inf")  # time.monotonic() when this process last sent the SET
-
-    def send(self) -> bool:
-        now = time.monotonic()
-        if now - self.sent_at < SIGNAL_HOLDS_FOR:
-            return True
-        self.sent_at = now
-        from ..jobs.webhooks import drain_webhook_events
-        try:
-            if redis_connection().set(DRAIN_QUEUED_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
-                task_queue().enqueue(drain_webhook_events, result_ttl=0, failure_ttl=86400)
-        except RedisError:
-            self.sent_at = float("-inf")  # the next event tries again
-            current_app.logger.warning("Redis unavailable: webhook events wait for the sweep")
-            return False
-        return True
-
-
 def signal_processing() -> bool:
-    """Make sure a drain job will read the events stored so far. One flag in Redis stands for "a drain
-    is queued", so a burst of webhooks queues one job, not one each. False if Redis is down (the sweep drains)."""
-    extensions = current_app.extensions
-    if "webhook_drain_signal" not in extensions:
-        extensions["webhook_drain_signal"] = DrainSignal()
-    return extensions["webhook_drain_signal"].send()
+    """Make sure a drain job will read the events stored so far. False if Redis is down (the sweep drains)."""
+    return drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.webhooks.drain_webhook_events", "webhook events").send()
 
 
 def drain(limit: int = DRAIN_BATCH) -> int:
     """Process pending webhook events, oldest first; returns how many."""
-    try:
-        redis_connection().delete(DRAIN_QUEUED_FLAG)  # events stored from now on queue another drain
-    except RedisError:
-        pass
-    time.sleep(SIGNAL_HOLDS_FOR)  # events stored on the strength of the flag just taken down are committed by now
+    drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.webhooks.drain_webhook_events", "webhook events").take_down()
     pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending")
                                  .order_by(WebhookEvent.id).limit(limit)).all()
     for event_id in pending:

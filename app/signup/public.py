@@ -1,8 +1,9 @@
-"""The public side of sign-up pages: the hosted form, its iframe, the embedded form's two endpoints
-and the JSON endpoint. Every answer is a clear 4xx for anything a client can send; the work is in
-services/signups.py."""
+"""The public side of sign-up pages: the hosted form, its iframe and the embedded form's two
+endpoints (the JSON endpoint is served ahead of Flask, by app/intake_gateway.py). Every answer is
+a clear 4xx for anything a client can send; the work is in services/signups.py."""
 from __future__ import annotations
 
+from functools import wraps
 from urllib.parse import urlsplit
 
 from flask import current_app, g, jsonify, redirect, render_template, request, url_for
@@ -13,7 +14,6 @@ from ..services import signups
 from . import public_bp
 
 EMBED_ENDPOINTS = ("signup_public.embed_form", "signup_public.embed_submit")
-API_ENDPOINTS = ("signup_public.api_submit",)
 PUBLIC_ERRORS = {
     400: "The form could not be read. Go back, reload the page and try again.",
     403: "This form is not taking sign-ups at the moment.",
@@ -22,9 +22,10 @@ PUBLIC_ERRORS = {
     413: "The form is larger than this address accepts.",
     415: "This address takes JSON (Content-Type: application/json).",
     429: "Too many sign-ups from your network just now. Wait a minute and try again.",
+    503: "This sign-up page is being changed just now. Try again in a moment.",
 }
 
-# One bucket per client IP across every sign-up route, in Redis so it holds across processes.
+# One bucket per client IP across the browser forms' posts, in Redis so it holds across processes.
 # Behind a reverse proxy the client IP is the proxy's unless the app is told to trust it (README).
 rate_limit = limiter.shared_limit(lambda: current_app.config["SIGNUP_RATE_LIMIT"], scope="signup", methods=["POST"])
 
@@ -36,17 +37,21 @@ def limit_body(endpoint, values):
 
 
 def _page_or_none() -> signups.Page | None:
+    """For a post, the page as this process last read it (signups.find_page): good for accepting, since
+    a submission is stored only if the page is still at that version, and a refusal reads it again
+    (_refuse). Showing the form reads it as it is now, so that an edit shows at once."""
     if "signup_page" not in g:
-        g.signup_page = signups.find_page((request.view_args or {}).get("public_id", ""))
+        g.signup_page_fresh = request.method != "POST"
+        g.signup_page = signups.find_page((request.view_args or {}).get("public_id", ""), fresh=g.signup_page_fresh)
     return g.signup_page
 
 
 def _page(*, active: bool = True) -> signups.Page:
     page = _page_or_none()
     if page is None:
-        raise _Refused(404, "There is no sign-up form at this address.")
+        _refuse(404, signups.NO_PAGE)
     if active and not page.is_active:
-        raise _Refused(403, "This sign-up page is deactivated: it takes no submissions until it is activated again.")
+        _refuse(403, signups.DEACTIVATED)
     return page
 
 
@@ -56,8 +61,40 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
+class _PageChanged(Exception):
+    """The copy of the page this request used may be out of date: read it again and start over."""
+
+
+def _refuse(status: int, message: str):
+    """Refuse, on a fresh read of the page only: the change that makes this request good (a page
+    activated, a key replaced, an origin added) may be newer than the copy."""
+    if not g.get("signup_page_fresh"):
+        raise _PageChanged()
+    raise _Refused(status, message)
+
+
+def _on_current_page(view):
+    """Run the view on the copy of the page; if it finds the copy may be stale, again on a fresh read."""
+    @wraps(view)
+    def run(**kwargs):
+        for _ in range(signups.INTAKE_ATTEMPTS):
+            try:
+                return view(**kwargs)
+            except _PageChanged:
+                g.signup_page, g.signup_page_fresh = signups.find_page(kwargs["public_id"], fresh=True), True
+        raise _Refused(503, PUBLIC_ERRORS[503])
+    return run
+
+
+def _receive(page: signups.Page, source: str, values: dict, **spam) -> signups.Received:
+    received = signups.receive(page, source, values, _client(), **spam)
+    if received.status == "stale":  # the page changed since it was read: every check is made again
+        raise _PageChanged()
+    return received
+
+
 def _wants_json() -> bool:
-    return request.endpoint in EMBED_ENDPOINTS + API_ENDPOINTS
+    return request.endpoint in EMBED_ENDPOINTS
 
 
 @public_bp.errorhandler(_Refused)
@@ -96,23 +133,12 @@ def _client() -> signups.Client:
 
 
 def _json_object() -> dict:
-    if not request.is_json:
-        raise _JsonProblem(415, "Send JSON with Content-Type: application/json.")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise _JsonProblem(400, "Send a JSON object of the form's field names and values.")
-    return body
+    return signups.json_values(request.is_json, request.get_data(cache=True))
 
 
-class _JsonProblem(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-@public_bp.errorhandler(_JsonProblem)
-def json_problem(exc: _JsonProblem):
-    return jsonify({"errors": {"body": [exc.message]}}), exc.status
+@public_bp.errorhandler(signups.BodyProblem)
+def body_problem(exc: signups.BodyProblem):
+    return jsonify({"errors": exc.errors}), exc.status
 
 
 # -- the hosted form and its iframe ---------------------------------------------------------------
@@ -146,6 +172,7 @@ def _form_page(page: signups.Page, *, frame: bool, values=None, errors=None, tok
 
 
 @public_bp.get("/f/<public_id>")
+@_on_current_page
 def form(public_id):
     page = _page()
     signups.count_view(page)
@@ -153,6 +180,7 @@ def form(public_id):
 
 
 @public_bp.get("/f/<public_id>/frame")
+@_on_current_page
 def frame(public_id):
     page = _page()
     signups.count_view(page)
@@ -161,12 +189,14 @@ def frame(public_id):
 
 @public_bp.post("/f/<public_id>")
 @rate_limit
+@_on_current_page
 def submit(public_id):
     return _browser_submit(_page(), frame=False)
 
 
 @public_bp.post("/f/<public_id>/frame")
 @rate_limit
+@_on_current_page
 def frame_submit(public_id):
     return _browser_submit(_page(), frame=True)
 
@@ -174,7 +204,7 @@ def frame_submit(public_id):
 def _browser_submit(page: signups.Page, *, frame: bool):
     values, token, honeypot = signups.browser_values(request.form.to_dict())
     spam, seconds = signups.spam_reason(page, token, honeypot)
-    received = signups.receive(page, "embed" if frame else "hosted", values, _client(), spam=spam, seconds=seconds)
+    received = _receive(page, "embed" if frame else "hosted", values, spam=spam, seconds=seconds)
     if received.errors:  # a bot gets none: spam is answered like a success
         return _form_page(page, frame=frame, values=values, errors=received.errors, token=token, status=400)
     if page.redirect_url and not frame:
@@ -183,6 +213,7 @@ def _browser_submit(page: signups.Page, *, frame: bool):
 
 
 @public_bp.get("/f/<public_id>/thanks")
+@_on_current_page
 def thanks(public_id):
     page = _page(active=False)
     frame = _in_frame()
@@ -193,10 +224,11 @@ def thanks(public_id):
 # -- the embedded form: a script on the business's site fetches the form, then posts it -----------
 
 @public_bp.get("/f/<public_id>/embed.json")
+@_on_current_page
 def embed_form(public_id):
     page = _page()
     if not page.allows_origin(request.headers.get("Origin")):
-        raise _Refused(403, "This site is not among the sign-up page's allowed origins.")
+        _refuse(403, "This site is not among the sign-up page's allowed origins.")
     signups.count_view(page)
     fields = [{k: item[k] for k in ("name", "type", "label", "required", "options") if k in item}
               for item in page.form_fields]
@@ -208,18 +240,20 @@ def embed_form(public_id):
 
 @public_bp.route("/f/<public_id>/embed", methods=["POST", "OPTIONS"])
 @rate_limit
+@_on_current_page
 def embed_submit(public_id):
     page = _page()
     if not page.allows_origin(request.headers.get("Origin")):
-        current_app.logger.warning("embedded sign-up refused for page %s: origin %r is not allowed", page.id,
-                                   (request.headers.get("Origin") or "")[:100])
-        raise _Refused(403, "This site is not among the sign-up page's allowed origins.")
+        if g.get("signup_page_fresh"):
+            current_app.logger.warning("embedded sign-up refused for page %s: origin %r is not allowed", page.id,
+                                       (request.headers.get("Origin") or "")[:100])
+        _refuse(403, "This site is not among the sign-up page's allowed origins.")
     if request.method == "OPTIONS":  # the CORS preflight of a JSON post
         return "", 204, {"Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": "Content-Type",
                          "Access-Control-Max-Age": "600"}
     values, token, honeypot = signups.browser_values(_json_object())
     spam, seconds = signups.spam_reason(page, token, honeypot)
-    received = signups.receive(page, "embed", values, _client(), spam=spam, seconds=seconds)
+    received = _receive(page, "embed", values, spam=spam, seconds=seconds)
     if received.errors:
         return jsonify({"errors": received.errors}), 400
     return jsonify({"submission_id": received.submission_id, "message": signups.THANK_YOU,
@@ -227,17 +261,3 @@ def embed_submit(public_id):
 
 
 # -- server to server ---------------------------------------------------------------------------
-
-@public_bp.post("/api/signup/<public_id>/")
-@rate_limit
-def api_submit(public_id):
-    page = _page(active=False)
-    problem = signups.api_key_problem(page, request.headers.get("X-API-Key"))
-    if problem:
-        current_app.logger.warning("sign-up API post refused for page %s: %s", page.id, problem)
-        return jsonify({"error": problem}), 401
-    _page()  # a deactivated page says so, to a caller that holds its key
-    received = signups.receive(page, "api", _json_object(), _client())
-    if received.errors:
-        return jsonify({"errors": received.errors}), 400
-    return jsonify({"submission_id": received.submission_id}), 201

@@ -4,11 +4,13 @@ holds its copy."""
 import logging
 
 import pytest
+from sqlalchemy import text
 
 from app.extensions import db
 from app.models import SignupSubmission, WebhookEvent
 from app.security import SECURITY_HEADERS
 from app.services import signups
+from app.services.intake_store import APPLICATION_NAME
 from tests.providers.test_send_whatsapp import configure, notification, post_webhook, sign, status, webhook_path
 from tests.signup_helpers import api_post, create_key, make_page, signup_settings  # noqa: F401  (fixture)
 
@@ -112,3 +114,20 @@ def test_changes_to_a_page_take_effect_at_once_in_a_process_that_holds_its_copy(
 def test_other_addresses_under_the_intake_prefixes_are_flasks_404(app, api, path):
     response = app.test_client().post(path, json={})
     assert response.status_code == 404 and response.is_json
+
+
+def test_a_lost_database_connection_is_replaced_without_failing_the_request(app, api):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("ending a connection from the server's side needs PostgreSQL")
+    wa = configure(api)
+    page = make_page(api)
+    key = create_key(api, page)
+    assert post_webhook(app, wa, notification(status("wamid.lost1", "delivered"))).status_code == 200
+    assert api_post(app.test_client(), page, JANE, key).status_code == 201  # intake's pool holds connections now
+    ended = db.session.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE application_name = :name"), {"name": APPLICATION_NAME}).scalar()
+    db.session.commit()
+    assert ended >= 1
+    assert post_webhook(app, wa, notification(status("wamid.lost2", "delivered"))).status_code == 200
+    assert api_post(app.test_client(), page, JANE, key).status_code == 201
+    assert stored(WebhookEvent) == 2 and stored(SignupSubmission) == 2

@@ -11,14 +11,16 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
 
 from ..extensions import db
 
 
 class Precompiled:
-    """A Core statement compiled once for a dialect and run with exec_driver_sql: the hot path skips
-    SQLAlchemy's per-call cache key and compiled-statement lookup. Parameters still go through their
-    column types' bind processors (JSON, SQLite's datetime format, the driver's binary type)."""
+    """A Core statement compiled once for a dialect, for the driver's cursor: the hot path skips
+    SQLAlchemy's per-call cache key, compiled-statement lookup and execution context. Parameters still
+    go through their column types' bind processors (JSON, SQLite's datetime format, the driver's
+    binary type)."""
 
     def __init__(self, statement, dialect):
         compiled = statement.compile(dialect=dialect)
@@ -27,25 +29,51 @@ class Precompiled:
         self.processors = [(name, processor) for name, bind in compiled.binds.items()
                            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))]
 
-    def execute(self, connection, params: dict):
+    def parameters(self, params: dict) -> tuple | dict:
         for name, processor in self.processors:
             params[name] = processor(params[name])
-        return connection.exec_driver_sql(self.sql, tuple(params[name] for name in self.positions)
-                                          if self.positions else params)
+        return tuple(params[name] for name in self.positions) if self.positions else params
+
+
+APPLICATION_NAME = "switchboard intake"  # how PostgreSQL lists intake's connections
 
 
 class IntakeDatabase:
     def __init__(self, url):
+        named = {"connect_args": {"application_name": APPLICATION_NAME}} if url.get_backend_name() == "postgresql" else {}
         # Nothing to roll back when a connection goes back to the pool: no transaction is ever open.
-        self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+        self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **named)
         self.compiled: dict[int, Precompiled] = {}
 
-    def execute(self, connection, statement, params: dict):
-        """Run one of the module-level statements of intake (compiled on first use, kept by identity)."""
+    def run(self, statement, params: dict) -> int:
+        """Run one of intake's module-level statements (compiled on first use, kept by identity) on a
+        pooled connection's cursor, and return its rowcount. Errors are SQLAlchemy's, as anywhere else
+        (IntegrityError for a unique key already held). A connection found lost (the database server
+        restarted) leaves the pool and the statement runs once more on a new one."""
+        dialect = self.engine.dialect
         precompiled = self.compiled.get(id(statement))
         if precompiled is None:
-            precompiled = self.compiled[id(statement)] = Precompiled(statement, connection.dialect)
-        return precompiled.execute(connection, params)
+            precompiled = self.compiled[id(statement)] = Precompiled(statement, dialect)
+        parameters = precompiled.parameters(params)
+        for attempt in range(2):
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(precompiled.sql, parameters)
+                    return cursor.rowcount
+                finally:
+                    cursor.close()
+            except dialect.loaded_dbapi.Error as exc:
+                lost = dialect.is_disconnect(exc, connection.dbapi_connection, None)
+                if lost:
+                    connection.invalidate(exc)
+                    if attempt == 0:
+                        continue
+                raise DBAPIError.instance(precompiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
+                                          connection_invalidated=lost, dialect=dialect) from exc
+            finally:
+                connection.close()
 
 
 def intake_database() -> IntakeDatabase:

@@ -344,14 +344,12 @@ def receive(page: Page, source: str, values: dict[str, Any], client: Client, *, 
         _, errors = validate(page, values)
         status = "invalid" if errors else "pending"
     submission_id = new_message_id()
-    database = intake_database()
-    with database.engine.connect() as connection:
-        stored = database.execute(connection, STORE_IF_CURRENT, {
-            "id": submission_id, "integration_id": page.id, "version": page.version, "source": source,
-            "fields": values, "ip": (client.ip or "")[:45] or None,
-            "user_agent": (client.user_agent or "")[:500] or None, "origin": (client.origin or "")[:300] or None,
-            "fill_seconds": seconds, "status": status, "errors": errors or None, "spam_reason": spam,
-            "attempts": 0, "received_at": utcnow()}).rowcount == 1
+    stored = intake_database().run(STORE_IF_CURRENT, {
+        "id": submission_id, "integration_id": page.id, "version": page.version, "source": source,
+        "fields": values, "ip": (client.ip or "")[:45] or None,
+        "user_agent": (client.user_agent or "")[:500] or None, "origin": (client.origin or "")[:300] or None,
+        "fill_seconds": seconds, "status": status, "errors": errors or None, "spam_reason": spam,
+        "attempts": 0, "received_at": utcnow()}) == 1
     if not stored:
         return Received(None, "stale", {}, values)
     if status == "pending":

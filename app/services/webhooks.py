@@ -103,10 +103,11 @@ class ReceiverCache:
             return None
         return receiver
 
-    def load(self, connection, provider: str, public_id: str) -> Receiver | None:
+    def load(self, provider: str, public_id: str) -> Receiver | None:
         """Read the integration now; None if none at this address receives webhooks."""
         key = (provider, public_id)
-        row = connection.execute(RECEIVER, {"public_id": public_id, "provider": provider}).one_or_none()
+        with intake_database().engine.connect() as connection:
+            row = connection.execute(RECEIVER, {"public_id": public_id, "provider": provider}).one_or_none()
         adapter_class = provider_class(row.integration_type, row.provider) if row else None
         if adapter_class is None or not adapter_class.receives_webhooks:
             with self.lock:
@@ -124,8 +125,10 @@ class ReceiverCache:
         return receiver
 
     @staticmethod
-    def is_current(connection, receiver: Receiver) -> bool:
-        return connection.scalar(RECEIVER_VERSION, {"integration_id": receiver.integration_id}) == receiver.version
+    def is_current(receiver: Receiver) -> bool:
+        with intake_database().engine.connect() as connection:
+            version = connection.scalar(RECEIVER_VERSION, {"integration_id": receiver.integration_id})
+        return version == receiver.version
 
 
 def receivers() -> ReceiverCache:
@@ -142,27 +145,26 @@ PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def intake(provider: str, public_id: str, inbound: InboundWebhook) -> Answer:
     if not PUBLIC_ID.fullmatch(public_id):
         return Answer(404, NO_RECEIVER)
-    cache, database = receivers(), intake_database()
-    with database.engine.connect() as connection:
-        receiver = cache.get(provider, public_id) or cache.load(connection, provider, public_id)
-        for _ in range(INTAKE_ATTEMPTS):
-            if receiver is None:
-                return Answer(404, NO_RECEIVER)
-            answer, row = examine(receiver, provider, inbound)
-            if row is not None:
-                try:
-                    if database.execute(connection, STORE_IF_CURRENT, row).rowcount == 1:  # still at the copy's version
-                        break
-                except IntegrityError:  # the provider's retry of a delivery we already hold (checked current)
-                    return Answer(200, {"status": "duplicate"})
-            elif cache.is_current(connection, receiver):
-                if answer.status >= 400:
-                    current_app.logger.warning("webhook refused for integration %s (%s): %s",
-                                               receiver.integration_id, provider, answer.body)
-                return answer
-            receiver = cache.load(connection, provider, public_id)  # the row changed since the copy was read
-        else:
-            return Answer(503, {"error": "This integration is being changed; send the webhook again."})
+    cache = receivers()
+    receiver = cache.get(provider, public_id) or cache.load(provider, public_id)
+    for _ in range(INTAKE_ATTEMPTS):
+        if receiver is None:
+            return Answer(404, NO_RECEIVER)
+        answer, row = examine(receiver, provider, inbound)
+        if row is not None:
+            try:
+                if intake_database().run(STORE_IF_CURRENT, row) == 1:  # still at the copy's version
+                    break
+            except IntegrityError:  # the provider's retry of a delivery we already hold (checked current)
+                return Answer(200, {"status": "duplicate"})
+        elif cache.is_current(receiver):
+            if answer.status >= 400:
+                current_app.logger.warning("webhook refused for integration %s (%s): %s",
+                                           receiver.integration_id, provider, answer.body)
+            return answer
+        receiver = cache.load(provider, public_id)  # the row changed since the copy was read
+    else:
+        return Answer(503, {"error": "This integration is being changed; send the webhook again."})
     signal_processing()
     return Answer(200, {"status": "accepted"})
 

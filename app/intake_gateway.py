@@ -38,7 +38,6 @@ ERRORS = {
     413: "The request body is larger than this address accepts.",
     429: "Too many refused keys from your network just now. Wait a minute and try again.",
 }
-HEADERS = list(SECURITY_HEADERS)
 
 Handler = Callable[[Request], Answer]
 
@@ -89,7 +88,7 @@ def respond(answer: Answer, environ: dict, start_response) -> list[bytes]:
         body, content_type = answer.body.encode(), "text/plain; charset=utf-8"
     else:
         body, content_type = json.dumps(answer.body).encode(), "application/json"
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *HEADERS,
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *SECURITY_HEADERS,
                *(answer.headers or {}).items()]
     start_response(f"{answer.status} {HTTP_STATUS_CODES.get(answer.status, 'UNKNOWN').upper()}", headers)
     return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]

@@ -28,7 +28,7 @@ class DrainSignal:
     Redis stands for "a drain is queued", so a burst queues one job, not one each; and a process
     sends the flag's SET at most once per SIGNAL_HOLDS_FOR: a SET sent at moment t that reaches
     Redis leaves the flag up after t, and whichever drain takes it down then waits SIGNAL_HOLDS_FOR
-    (wait_before_reading) before it reads: so a row committed before t + SIGNAL_HOLDS_FOR is found
+    (take_down) before it reads: so a row committed before t + SIGNAL_HOLDS_FOR is found
     without a SET of its own. If that SET fails (Redis down), or the flag goes some other way (Redis
     restarted empty), the rows it covered wait for the every-minute sweep like any other."""
 

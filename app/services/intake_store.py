@@ -7,6 +7,8 @@ waits for the GIL between an INSERT and a COMMIT), and PostgreSQL needs no COMMI
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from flask import current_app
@@ -74,6 +76,37 @@ class IntakeDatabase:
                                           connection_invalidated=lost, dialect=dialect) from exc
             finally:
                 connection.close()
+
+
+class Copies:
+    """Per-process copies of rows intake reads on every request (an integration and its secrets, a
+    sign-up page), by key, each used for up to `ttl` seconds from when it was read; at most `limit`
+    kept. A copy is never trusted alone: its users store only if the row is still at the copy's
+    version, and refuse only on a fresh read."""
+
+    def __init__(self, ttl: float, limit: int):
+        self.ttl, self.limit = ttl, limit
+        self.entries: dict[Any, tuple[Any, float]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key) -> Any | None:
+        entry = self.entries.get(key)
+        if entry is None or time.monotonic() - entry[1] >= self.ttl:
+            return None
+        return entry[0]
+
+    def put(self, key, value) -> None:
+        """Keep `value` as read now; None forgets the key (unknown addresses are not kept)."""
+        now = time.monotonic()
+        with self.lock:
+            if value is None:
+                self.entries.pop(key, None)
+                return
+            for expired in [k for k, (_, read_at) in self.entries.items() if now - read_at >= self.ttl]:
+                del self.entries[expired]
+            if len(self.entries) >= self.limit:
+                del self.entries[next(iter(self.entries))]  # the oldest
+            self.entries[key] = (value, now)
 
 
 def intake_database() -> IntakeDatabase:

@@ -17,12 +17,12 @@ import hmac
 import json
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as day_start
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -38,7 +38,7 @@ from ..providers.signup_page.hosted import ORIGIN, parse_origins
 from ..queue import drain_signal
 from . import campaigns, contacts
 from . import integrations as integrations_svc
-from .intake_store import Answer, intake_database
+from .intake_store import Answer, Copies, intake_database
 
 Errors = dict[str, list[str]]
 INTEGRATION_TYPE = "signup_page"
@@ -120,36 +120,11 @@ STORE_IF_CURRENT = insert(submissions).from_select(
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
-class PageCache:
-    """Pages by public id, per process and app, with the moment each was read. Unknown ids are not kept."""
-
-    def __init__(self):
-        self.entries: dict[str, tuple[Page, float]] = {}
-        self.lock = threading.Lock()
-
-    def get(self, public_id: str) -> Page | None:
-        entry = self.entries.get(public_id)
-        if entry is None or time.monotonic() - entry[1] >= PAGE_TTL:
-            return None
-        return entry[0]
-
-    def put(self, public_id: str, page: Page | None) -> None:
-        now = time.monotonic()
-        with self.lock:
-            if page is None:
-                self.entries.pop(public_id, None)
-                return
-            for expired in [k for k, (_, loaded_at) in self.entries.items() if now - loaded_at >= PAGE_TTL]:
-                del self.entries[expired]
-            if len(self.entries) >= MAX_PAGES:
-                del self.entries[next(iter(self.entries))]  # the oldest
-            self.entries[public_id] = (page, now)
-
-
-def page_cache() -> PageCache:
+def page_copies() -> Copies:
+    """This process's copies of pages by public id."""
     extensions = current_app.extensions
     if "signup_pages" not in extensions:
-        extensions["signup_pages"] = PageCache()
+        extensions["signup_pages"] = Copies(PAGE_TTL, MAX_PAGES)
     return extensions["signup_pages"]
 
 
@@ -158,8 +133,8 @@ def find_page(public_id: str, *, fresh: bool = False) -> Page | None:
     A copy up to PAGE_TTL old unless `fresh`."""
     if not isinstance(public_id, str) or not PUBLIC_ID.match(public_id):
         return None  # not one we made (models.new_public_id): no query, so no NUL or odd bytes reach the database
-    cache = page_cache()
-    if not fresh and (page := cache.get(public_id)) is not None:
+    copies = page_copies()
+    if not fresh and (page := copies.get(public_id)) is not None:
         return page
     with intake_database().engine.connect() as connection:
         row = connection.execute(FIND_PAGE, {"public_id": public_id}).first()
@@ -167,7 +142,7 @@ def find_page(public_id: str, *, fresh: bool = False) -> Page | None:
         id=row.id, public_id=row.public_id, organization_id=row.organization_id, name=row.name,
         is_active=row.is_active, config=row.config or {}, api_key_hash=row.api_key_hash,
         default_country=row.default_country or "US", version=row.updated_at)
-    cache.put(public_id, page)
+    copies.put(public_id, page)
     return page
 
 
@@ -357,10 +332,14 @@ def receive(page: Page, source: str, values: dict[str, Any], client: Client, *, 
     return Received(submission_id, status, errors, values)
 
 
+def _drain_signal():
+    return drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.signups.drain_submissions", "sign-up submissions")
+
+
 def signal_processing() -> bool:
     """Make sure a drain job will read the submissions stored so far (a burst queues one).
     False if Redis is down (the sweep drains)."""
-    return drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.signups.drain_submissions", "sign-up submissions").send()
+    return _drain_signal().send()
 
 
 class BodyProblem(Exception):
@@ -424,7 +403,7 @@ def _api_refusal(page: Page | None, presented_key: str | None) -> Answer | None:
 
 def drain(limit: int = DRAIN_BATCH) -> int:
     """Process pending submissions, oldest first; returns how many were looked at."""
-    drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.signups.drain_submissions", "sign-up submissions").take_down()
+    _drain_signal().take_down()
     pending = db.session.scalars(select(SignupSubmission.id).where(SignupSubmission.status == "pending")
                                  .order_by(SignupSubmission.received_at).limit(limit)).all()
     db.session.rollback()  # end the read transaction: each claim starts its own

@@ -7,7 +7,6 @@ processes it. If Redis is down the row waits as pending for the cron sweep.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from ..providers.base import InboundWebhook, LeadEvent, Provider, StatusEvent, W
 from ..queue import drain_signal
 from . import integrations as svc
 from . import leads
-from .intake_store import Answer, intake_database
+from .intake_store import Answer, Copies, intake_database
 from .messaging import add_event
 
 # Headers kept with every stored body, besides the ones each adapter names (its signatures).
@@ -67,7 +66,6 @@ class Receiver:
     config: dict[str, Any]
     secrets: dict[str, str]
     version: datetime
-    loaded_at: float
 
 
 # Intake is the hot path: Core statements built once, no ORM unit of work, and each integration's
@@ -91,37 +89,24 @@ INTAKE_ATTEMPTS = 3  # reads of an integration that keeps changing under one req
 
 
 class ReceiverCache:
-    """Receivers by (provider, public_id), per process and app. Unknown addresses are not kept."""
+    """Receivers by (provider, public_id), per process and app."""
 
     def __init__(self):
-        self.entries: dict[tuple[str, str], Receiver] = {}
-        self.lock = threading.Lock()
+        self.copies = Copies(RECEIVER_TTL, MAX_RECEIVERS)
 
     def get(self, provider: str, public_id: str) -> Receiver | None:
-        receiver = self.entries.get((provider, public_id))
-        if receiver is None or time.monotonic() - receiver.loaded_at >= RECEIVER_TTL:
-            return None
-        return receiver
+        return self.copies.get((provider, public_id))
 
     def load(self, provider: str, public_id: str) -> Receiver | None:
         """Read the integration now; None if none at this address receives webhooks."""
-        key = (provider, public_id)
         with intake_database().engine.connect() as connection:
             row = connection.execute(RECEIVER, {"public_id": public_id, "provider": provider}).one_or_none()
         adapter_class = provider_class(row.integration_type, row.provider) if row else None
-        if adapter_class is None or not adapter_class.receives_webhooks:
-            with self.lock:
-                self.entries.pop(key, None)
-            return None
-        receiver = Receiver(integration_id=row.id, adapter_class=adapter_class, config=row.config or {},
-                            secrets=vault().decrypt_json(row.secrets_ciphertext), version=row.updated_at,
-                            loaded_at=time.monotonic())
-        with self.lock:
-            for expired in [k for k, r in self.entries.items() if receiver.loaded_at - r.loaded_at >= RECEIVER_TTL]:
-                del self.entries[expired]
-            if len(self.entries) >= MAX_RECEIVERS:
-                del self.entries[next(iter(self.entries))]  # the oldest
-            self.entries[key] = receiver
+        receiver = None
+        if adapter_class is not None and adapter_class.receives_webhooks:
+            receiver = Receiver(integration_id=row.id, adapter_class=adapter_class, config=row.config or {},
+                                secrets=vault().decrypt_json(row.secrets_ciphertext), version=row.updated_at)
+        self.copies.put((provider, public_id), receiver)
         return receiver
 
     @staticmethod
@@ -194,14 +179,18 @@ def examine(receiver: Receiver, provider: str, inbound: InboundWebhook) -> tuple
                       received_at=utcnow(), attempts=0)
 
 
+def _drain_signal():
+    return drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.webhooks.drain_webhook_events", "webhook events")
+
+
 def signal_processing() -> bool:
     """Make sure a drain job will read the events stored so far. False if Redis is down (the sweep drains)."""
-    return drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.webhooks.drain_webhook_events", "webhook events").send()
+    return _drain_signal().send()
 
 
 def drain(limit: int = DRAIN_BATCH) -> int:
     """Process pending webhook events, oldest first; returns how many."""
-    drain_signal(DRAIN_QUEUED_FLAG, "app.jobs.webhooks.drain_webhook_events", "webhook events").take_down()
+    _drain_signal().take_down()
     pending = db.session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "pending")
                                  .order_by(WebhookEvent.id).limit(limit)).all()
     for event_id in pending:

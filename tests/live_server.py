@@ -50,7 +50,7 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self.env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self  # it starts up while the test drives the browser; see wait_until_listening
 
     def wait_until_listening(self, timeout: float = 15.0) -> None:
@@ -78,4 +78,11 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+        # A worker killed by a test leaves its scheduler child behind, holding the scheduler lock of
+        # the test queue and taking due jobs from later tests: end whatever of its group is left.
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._log.close()

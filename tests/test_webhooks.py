@@ -237,9 +237,10 @@ def wa_status(n: int) -> bytes:
 
 
 def test_a_changed_app_secret_takes_effect_at_once(app, api):
+    bodies = {n: wa_status(n) for n in range(1, 5)}  # built once: each carries the second it was made
 
     def post(n, secret):
-        return post_webhook(app, wa, wa_status(n), signature=sign(wa_status(n), secret))
+        return post_webhook(app, wa, bodies[n], signature=sign(bodies[n], secret))
 
     def new_secret(secret):
         api.post(f"/api/integrations/{wa['id']}/configure/whatsapp/", json={"app_secret": secret})
@@ -251,7 +252,7 @@ def test_a_changed_app_secret_takes_effect_at_once(app, api):
     new_secret("third-secret")
     assert post(3, "third-secret").json == {"status": "accepted"}  # refused with the old one, read again, accepted
     assert post(4, "second-secret").status_code == 401
-    assert sorted(row.body for row in db.session.query(WebhookEvent)) == sorted([wa_status(1), wa_status(3)])
+    assert sorted(row.body for row in db.session.query(WebhookEvent)) == sorted([bodies[1], bodies[3]])
 
 
 def test_any_change_to_the_integration_is_seen_before_storing(app, api):

@@ -46,36 +46,44 @@ class IntakeDatabase:
         # Nothing to roll back when a connection goes back to the pool: no transaction is ever open.
         self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **named)
         self.compiled: dict[int, Precompiled] = {}
+        self.local = threading.local()
+
+    def cursor(self):
+        """This thread's own cursor on its own connection, kept open: a pool's checkout and return cost
+        more than the INSERT itself, and no transaction is ever left open on it."""
+        cursor = getattr(self.local, "cursor", None)
+        if cursor is None:
+            connection = self.engine.raw_connection()
+            connection.detach()  # this thread's for good: never returned to the pool, closed with it
+            cursor = self.local.cursor = connection.dbapi_connection.cursor()
+            self.local.connection = connection
+        return cursor
 
     def run(self, statement, params: dict) -> int:
-        """Run one of intake's module-level statements (compiled on first use, kept by identity) on a
-        pooled connection's cursor, and return its rowcount. Errors are SQLAlchemy's, as anywhere else
+        """Run one of intake's module-level statements (compiled on first use, kept by identity) on
+        this thread's cursor, and return its rowcount. Errors are SQLAlchemy's, as anywhere else
         (IntegrityError for a unique key already held). A connection found lost (the database server
-        restarted) leaves the pool and the statement runs once more on a new one."""
+        restarted) is dropped with the pool's, and the statement runs once more on a new one."""
         dialect = self.engine.dialect
         precompiled = self.compiled.get(id(statement))
         if precompiled is None:
             precompiled = self.compiled[id(statement)] = Precompiled(statement, dialect)
         parameters = precompiled.parameters(params)
         for attempt in range(2):
-            connection = self.engine.raw_connection()
+            cursor = self.cursor()
             try:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(precompiled.sql, parameters)
-                    return cursor.rowcount
-                finally:
-                    cursor.close()
+                cursor.execute(precompiled.sql, parameters)
+                return cursor.rowcount
             except dialect.loaded_dbapi.Error as exc:
-                lost = dialect.is_disconnect(exc, connection.dbapi_connection, None)
-                if lost:
-                    connection.invalidate(exc)
+                lost = dialect.is_disconnect(exc, cursor.connection, cursor)
+                if lost:  # the server restarted: the pool's connections are as dead as this one
+                    self.local.cursor = None
+                    self.local.connection.invalidate(exc)
+                    self.engine.dispose()
                     if attempt == 0:
                         continue
                 raise DBAPIError.instance(precompiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
                                           connection_invalidated=lost, dialect=dialect) from exc
-            finally:
-                connection.close()
 
 
 class Copies:

@@ -1,5 +1,6 @@
 """SendGrid connection test against a loopback server speaking SendGrid's wire format."""
 import json
+import time
 
 import pytest
 from werkzeug import Response
@@ -81,13 +82,17 @@ def test_unreachable_host_and_timeout(api, app, monkeypatch, httpserver, run_job
     run_jobs()
     assert "unreachable" in api.get(f"/api/integrations/{integration_id}/").json["last_error"]
 
-    import time
     httpserver.expect_request("/v3/scopes").respond_with_handler(lambda r: time.sleep(1.5) or Response("{}"))
     point_at(app, monkeypatch, "SENDGRID_API_BASE", httpserver.url_for("/"))
     monkeypatch.setitem(app.config, "PROVIDER_TIMEOUT_SECONDS", 0.5)
     api.post(f"/api/integrations/{integration_id}/test/")
     run_jobs()
     assert "timeout" in api.get(f"/api/integrations/{integration_id}/").json["last_error"]
+    # The server logs the request when its slow handler ends: wait for that here, or it lands in
+    # the log of whichever test shares the server next.
+    deadline = time.monotonic() + 5
+    while not httpserver.log and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_deleted_before_the_job_runs_is_harmless(api, sendgrid, run_jobs):

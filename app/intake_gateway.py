@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_input_stream
 
 from .extensions import limiter
 from .security import NUL_MESSAGE, SECURITY_HEADERS, fields_with_nul
@@ -39,7 +40,7 @@ ERRORS = {
     429: "Too many refused keys from your network just now. Wait a minute and try again.",
 }
 
-Handler = Callable[[Request], Answer]
+Handler = Callable[[dict, int], Answer]  # (WSGI environ, body limit in bytes)
 
 
 class IntakeGateway:
@@ -52,15 +53,13 @@ class IntakeGateway:
         handler, limit = self.route(environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"])
         if handler is None:
             return self.flask_wsgi(environ, start_response)
-        request = Request(environ)
         with self.app.app_context():
-            request.max_content_length = limit or current_app.config["MAX_CONTENT_LENGTH"]
             try:
-                answer = handler(request)
+                answer = handler(environ, limit or current_app.config["MAX_CONTENT_LENGTH"])
             except HTTPException as exc:  # the body limit, a broken body stream
                 answer = Answer(exc.code or 400, {"error": ERRORS.get(exc.code, exc.description)})
             except Exception:  # a bug of ours: the caller gets a 500 in words, the traceback goes to the log
-                current_app.logger.exception("intake of %s %s crashed", request.method, request.path)
+                current_app.logger.exception("intake of %s %s crashed", environ["REQUEST_METHOD"], environ["PATH_INFO"])
                 answer = Answer(500, {"error": "Something went wrong; the error was logged. Try again in a moment."})
         return respond(answer, environ, start_response)
 
@@ -71,13 +70,13 @@ class IntakeGateway:
             if method not in WEBHOOK_METHODS:
                 return (not_allowed_webhook, None) if WEBHOOK.fullmatch(path) else (None, None)
             if match := META_WEBHOOK.fullmatch(path):
-                return (lambda request: meta_webhook(request, match[1])), None
+                return (lambda environ, limit: meta_webhook(environ, limit, match[1])), None
             if match := WEBHOOK.fullmatch(path):
-                return (lambda request: webhook(request, match[1], match[2])), None
+                return (lambda environ, limit: webhook(environ, limit, match[1], match[2])), None
         elif path.startswith("/api/signup/") and (match := SIGNUP_API.fullmatch(path)):
             if method != "POST":
                 return not_allowed_signup, None
-            return (lambda request: signup(request, match[1])), signups.MAX_BODY_BYTES
+            return (lambda environ, limit: signup(Request(environ), limit, match[1])), signups.MAX_BODY_BYTES
         return None, None
 
 
@@ -94,23 +93,30 @@ def respond(answer: Answer, environ: dict, start_response) -> list[bytes]:
     return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
 
-def webhook(request: Request, provider: str, public_id: str) -> Answer:
-    return webhooks.intake(provider, public_id, webhooks.inbound_from_request(request))
+def read_body(environ: dict, limit: int) -> bytes:
+    """The whole body, or RequestEntityTooLarge (413) past `limit`, declared or streamed."""
+    return get_input_stream(environ, max_content_length=limit).read()
 
 
-def meta_webhook(request: Request, public_id: str) -> Answer:
-    return meta_webhooks.intake(public_id, webhooks.inbound_from_request(request))
+def webhook(environ: dict, limit: int, provider: str, public_id: str) -> Answer:
+    return webhooks.intake(provider, public_id, webhooks.inbound_from_environ(environ, read_body(environ, limit)))
 
 
-def not_allowed_webhook(request: Request) -> Answer:
+def meta_webhook(environ: dict, limit: int, public_id: str) -> Answer:
+    return meta_webhooks.intake(public_id, webhooks.inbound_from_environ(environ, read_body(environ, limit)))
+
+
+def not_allowed_webhook(environ: dict, limit: int) -> Answer:
     return Answer(405, {"error": ERRORS[405]}, {"Allow": ", ".join(WEBHOOK_METHODS)})
 
 
-def not_allowed_signup(request: Request) -> Answer:
+def not_allowed_signup(environ: dict, limit: int) -> Answer:
     return Answer(405, {"error": "This address takes POST, with the page's API key in X-API-Key."}, {"Allow": "POST"})
 
 
-def signup(request: Request, public_id: str) -> Answer:
+def signup(request: Request, limit: int, public_id: str) -> Answer:
+    request.max_content_length = limit
+
     def values() -> dict:
         submitted = signups.json_values(request.is_json, request.get_data(cache=True))
         if with_nul := fields_with_nul(submitted):  # PostgreSQL cannot store one; no field wants one

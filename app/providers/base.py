@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -118,6 +119,14 @@ class InboundWebhook:
         """The body parsed as JSON, once for verify, parse and the de-duplication key alike.
         Raises ValueError (UnicodeDecodeError included) when it is not JSON."""
         return json.loads(self.body)
+
+    def once(self, read: Callable[[InboundWebhook], Any]) -> Any:
+        """read(self), worked out once for this request, when verify, parse and the de-duplication
+        key each need the same reading of the body. What it raises is not kept: it is raised again."""
+        readings = self.__dict__.setdefault("_readings", {})  # beside json_body's cache: frozen fields stay frozen
+        if read not in readings:
+            readings[read] = read(self)
+        return readings[read]
 
 
 class WebhookRejected(Exception):

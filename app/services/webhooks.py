@@ -41,18 +41,25 @@ FINAL_FAILURES = ("bounced", "failed")
 NO_RECEIVER = {"error": "No integration receives webhooks at this address."}
 
 
-def inbound_from_request(request) -> InboundWebhook:
-    body = request.get_data(cache=True)
+def inbound_from_environ(environ: dict, body: bytes) -> InboundWebhook:
+    """The request as intake examines and keeps it, read straight from WSGI: header names as
+    werkzeug's would be (lower-cased), the public URL the provider called, form fields when form-encoded."""
+    headers = {name[5:].replace("_", "-").lower(): value for name, value in environ.items()
+               if name.startswith("HTTP_") and name not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")}
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(name):
+            headers[name.replace("_", "-").lower()] = environ[name]
     form: tuple = ()
-    if request.mimetype == "application/x-www-form-urlencoded":
+    if headers.get("content-type", "").partition(";")[0].strip().lower() == "application/x-www-form-urlencoded":
         try:
             form = tuple(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError:
             form = ()
-    query = request.query_string.decode("latin-1")
-    url = current_app.config["PUBLIC_BASE_URL"] + request.path + (f"?{query}" if query else "")
-    return InboundWebhook(method=request.method, url=url, headers={k.lower(): v for k, v in request.headers.items()},
-                          body=body, form=form, query=tuple(parse_qsl(query, keep_blank_values=True)),
+    path = "/" + environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace").lstrip("/")
+    query = environ.get("QUERY_STRING", "")
+    url = current_app.config["PUBLIC_BASE_URL"] + path + (f"?{query}" if query else "")
+    return InboundWebhook(method=environ["REQUEST_METHOD"], url=url, headers=headers, body=body, form=form,
+                          query=tuple(parse_qsl(query, keep_blank_values=True)) if query else (),
                           received_at=time.time())
 
 

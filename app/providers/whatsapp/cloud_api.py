@@ -147,6 +147,10 @@ class WhatsAppCloudAPI(Provider):
 def changes(request: InboundWebhook) -> list[dict]:
     """The changes of a WhatsApp Business Account notification, their statuses checked;
     WebhookRejected(..., 400) if it cannot be read. verify_webhook runs it, so what is stored parses."""
+    return request.once(read_changes)
+
+
+def read_changes(request: InboundWebhook) -> list[dict]:
     try:
         document = request.json_body
     except ValueError:

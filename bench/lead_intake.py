@@ -1,6 +1,7 @@
 """Lead intake: JSON sign-up posts (POST /api/signup/<public id>/ with X-API-Key) through store +
 upsert + tag + enrol, served by gunicorn with the configuration of scripts/run.sh, against a bare
-Flask endpoint served the same way in the same run. RQ workers (`python worker.py`) process the
+Flask endpoint served the same way in the same run, both loaded in turns by the lean clients of
+bench/intake_load.py. RQ workers (`python worker.py`) process the
 submissions after the load (--process during: while it runs, sharing the cores). People repeat,
 with their email and phone written differently each time.
 
@@ -13,17 +14,15 @@ the load, and the number of duplicate contacts (target 0).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,30 +31,11 @@ sys.path.insert(0, str(ROOT))
 from cryptography.fernet import Fernet  # noqa: E402
 from redis import Redis  # noqa: E402
 
-GUNICORN = ["--workers", "2", "--threads", "4"]  # as scripts/run.sh serves the app
+from bench.intake_load import BARE, GUNICORN, REQUESTS_PER_CONNECTION, Post, report, serve, take_turns  # noqa: E402
+
 FORM_FIELDS = [{"name": "email", "type": "email", "label": "Email"},
                {"name": "phone", "type": "phone", "label": "Phone"},
                {"name": "first_name", "type": "text", "label": "First name"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(target: str, env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *GUNICORN, target],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn {target} did not start")
 
 
 def sign_up(person: int, rng: random.Random) -> bytes:
@@ -71,44 +51,14 @@ def sign_up(person: int, rng: random.Random) -> bytes:
     return json.dumps(body).encode()
 
 
-def load(port: int, path: str, seconds: float, clients: int, people: int, key: str,
-         seed: int = 0) -> tuple[list[float], float, int, set]:
-    """Keep-alive clients posting for `seconds`; returns (each request's latency, seconds taken, errors,
-    people posted)."""
-    latencies: list[float] = []
-    errors = [0]
-    seen: set[int] = set()
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def client(number: int):
-        rng = random.Random(seed * 1000 + number)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine, posted = [], set()
-        while time.monotonic() < stop:
+def sign_ups(path: str, people: int, key: str):
+    """posts(round, client): people posting again and again, each remembered when accepted."""
+    def posts(round_number: int, client: int) -> Iterator[Post]:
+        rng = random.Random(round_number * 1000 + client)
+        while True:
             person = rng.randrange(people)
-            body = sign_up(person, rng)
-            started = time.perf_counter()
-            connection.request("POST", path, body=body, headers={"Content-Type": "application/json", "X-API-Key": key})
-            response = connection.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - started)
-            if response.status not in (200, 201):
-                with lock:
-                    errors[0] += 1
-            else:
-                posted.add(person)
-        with lock:
-            latencies.extend(mine)
-            seen.update(posted)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, time.monotonic() - began, errors[0], seen
+            yield path, sign_up(person, rng), {"Content-Type": "application/json", "X-API-Key": key}, person
+    return posts
 
 
 def start_workers(count: int, env: dict) -> list[subprocess.Popen]:
@@ -166,26 +116,16 @@ def main() -> None:
         path = f"/api/signup/{integration.public_id}/"
     env = {**os.environ, **settings}
 
-    # Both servers run side by side and take turns in short rounds (in alternating order), so that
-    # load from other processes on the machine weighs on both endpoints alike.
-    endpoints = (("bare Flask endpoint", "bench.bare_app:app", "/hook"), ("sign-up intake", "wsgi:app", path))
+    endpoints = {BARE[0]: (BARE[1], "/hook"), "sign-up intake": ("wsgi:app", path)}
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
-    results = {name: ([], 0.0, 0, set()) for name, _, _ in endpoints}
     workers: list[subprocess.Popen] = []
     try:
-        for name, target, _ in endpoints:
+        for name, (target, _) in endpoints.items():
             servers[name] = serve(target, env)
-        for name, _, url in endpoints:  # warm up (the people posted count: their sign-ups are kept)
-            warm_up_people = load(servers[name][1], url, 2, args.clients, args.people, key, seed=99)[3]
-            results[name] = (*results[name][:3], warm_up_people)
         if args.process == "during":
             workers = start_workers(args.workers, env)
-        for round_number in range(args.rounds):
-            for name, _, url in (endpoints if round_number % 2 == 0 else endpoints[::-1]):
-                latencies, elapsed, errors, seen = load(servers[name][1], url, args.seconds / args.rounds,
-                                                        args.clients, args.people, key, seed=round_number)
-                total = results[name]
-                results[name] = (total[0] + latencies, total[1] + elapsed, total[2] + errors, total[3] | seen)
+        tallies = take_turns({name: port for name, (_, port) in servers.items()}, args.rounds, args.seconds,
+                             args.clients, {name: sign_ups(url, args.people, key) for name, (_, url) in endpoints.items()})
     finally:
         for process, _ in servers.values():
             process.send_signal(signal.SIGTERM)
@@ -213,22 +153,14 @@ def main() -> None:
         contacts = db.session.scalar(select(func.count()).select_from(Contact))
         enrolments = db.session.scalar(select(func.count()).select_from(CampaignEnrollment))
         tagged = db.session.scalar(select(func.count()).select_from(contact_tags))
-    people_posted = len(results["sign-up intake"][3])
+    people_posted = len(tallies["sign-up intake"].accepted)
 
-    print(f"gunicorn {' '.join(GUNICORN)}, {args.clients} keep-alive clients, {args.seconds:g} s per endpoint in "
-          f"{args.rounds} alternating rounds, {args.workers} RQ workers {args.process} the load, "
-          f"database {database.split('://')[0]}")
+    print(f"gunicorn {' '.join(GUNICORN)}, {args.clients} clients (keep-alive, a new connection every "
+          f"{REQUESTS_PER_CONNECTION} requests), {args.seconds:g} s per endpoint in {args.rounds} alternating rounds, "
+          f"{args.workers} RQ workers {args.process} the load, database {database.split('://')[0]}")
     print()
-    print(f"{'endpoint':<24}{'req/s':>10}{'p99 ms':>10}{'errors':>8}")
-    rates = {}
-    for name, (latencies, elapsed, errors, _) in results.items():
-        latencies.sort()
-        rates[name] = len(latencies) / elapsed
-        print(f"{name:<24}{rates[name]:>10.0f}{latencies[int(len(latencies) * 0.99) - 1] * 1000:>10.1f}{errors:>8}")
-    ratio = rates["sign-up intake"] / rates["bare Flask endpoint"]
+    report(tallies, "sign-up intake", 0.6)
     stored = sum(by_status.values())
-    print()
-    print(f"ratio {ratio:.2f} (target >= 0.6)")
     print(f"{stored} submissions stored ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}); "
           f"{left_at_end} pending when the load ended, all processed {drained_after:.1f} s after it "
           f"(workers starting included)")

@@ -29,6 +29,9 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, in_memory_fallback_enabled=True, default_limits=[])
 
 
+SQLITE_BUSY_TIMEOUT = 15.0  # seconds a writer waits for SQLite's write lock before "database is locked"
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record):
     """SQLite enforces foreign keys (and ON DELETE CASCADE) only when asked, per connection.
@@ -39,5 +42,5 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.close()

@@ -131,3 +131,17 @@ def test_a_lost_database_connection_is_replaced_without_failing_the_request(app,
     assert post_webhook(app, wa, notification(status("wamid.lost2", "delivered"))).status_code == 200
     assert api_post(app.test_client(), page, JANE, key).status_code == 201
     assert stored(WebhookEvent) == 2 and stored(SignupSubmission) == 2
+
+    # The same when copies have expired: the integration and the page are read again, through a pool
+    # that holds connections from before the restart
+    app.extensions.pop("webhook_receivers", None)
+    app.extensions.pop("signup_pages", None)
+    assert api_post(app.test_client(), page, {**JANE, "email": "read@example.com"}, key).status_code == 201
+    db.session.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = :name"), {"name": APPLICATION_NAME})
+    db.session.commit()
+    app.extensions.pop("webhook_receivers", None)
+    app.extensions.pop("signup_pages", None)
+    assert post_webhook(app, wa, notification(status("wamid.lost3", "delivered"))).status_code == 200
+    assert api_post(app.test_client(), page, JANE, key).status_code == 201
+    assert stored(WebhookEvent) == 3 and stored(SignupSubmission) == 4

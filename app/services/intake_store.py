@@ -104,8 +104,11 @@ class Checkpointer:
 class IntakeDatabase:
     def __init__(self, url):
         named = {"connect_args": {"application_name": APPLICATION_NAME}} if url.get_backend_name() == "postgresql" else {}
-        # Nothing to roll back when a connection goes back to the pool: no transaction is ever open.
-        self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **named)
+        # Nothing to roll back when a connection goes back to the pool: no transaction is ever open. The
+        # pool serves intake's reads (an integration or page whose copy expired), rare enough to check
+        # each connection first, so a database restarted since costs no request an error.
+        self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, pool_pre_ping=True,
+                                    **named)
         self.compiled: dict[int, Precompiled] = {}
         self.local = threading.local()
         self.checkpointer = Checkpointer(self.engine) if url.get_backend_name() == "sqlite" else None

@@ -82,6 +82,9 @@ class Config:
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute")
     SIGNUP_RATE_LIMIT = os.environ.get("SIGNUP_RATE_LIMIT", "20 per minute")  # sign-up posts per client IP
     SIGNUP_MIN_FILL_SECONDS = float(os.environ.get("SIGNUP_MIN_FILL_SECONDS", "3"))  # faster is a bot
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are believed (0: none, so a
+    # client cannot pick the IP it is rate-limited and recorded by)
+    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
     RATELIMIT_HEADERS_ENABLED = True
     LOGS_PER_PAGE = 50
     # Deliberately slow; the test suite, which makes hundreds of users, sets a fast one.

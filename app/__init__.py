@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Flask, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from config import Config
@@ -98,6 +99,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         logging.basicConfig(level=logging.INFO)
     redact_secrets_in_request_logs()
     app.wsgi_app = IntakeGateway(app, app.wsgi_app)  # webhooks and the sign-up API, ahead of Flask's request cycle
+    if proxies := app.config["TRUSTED_PROXIES"]:  # outermost: every path sees the client's address
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
 
 

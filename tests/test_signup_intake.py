@@ -5,12 +5,16 @@ import re
 
 import pytest
 
+from app import create_app
 from app.extensions import db
 from app.models import Contact, Integration, SignupPageView, SignupSubmission
 from tests.signup_helpers import (SHOP, api_post, create_key, embed_definition, embed_post, form_token,
                                   hosted_post, make_page, signup_settings)  # noqa: F401  (fixture)
 
 JANE = {"email": "jane@example.com", "first_name": "Jane", "terms": True}
+CONFIG_OF_THE_TEST_APP = ("APP_ENV", "TESTING", "SECRET_KEY", "ENCRYPTION_KEYS", "SQLALCHEMY_DATABASE_URI", "REDIS_URL",
+                          "RATELIMIT_STORAGE_URI", "RQ_QUEUE", "PUBLIC_BASE_URL", "PASSWORD_HASH_METHOD",
+                          "SIGNUP_MIN_FILL_SECONDS", "SIGNUP_RATE_LIMIT")
 
 
 def submissions():
@@ -36,6 +40,25 @@ def test_the_key_is_shown_once_only_its_hash_is_kept_and_a_new_one_replaces_it(a
     old = api_post(client, page, JANE, key)
     assert old.status_code == 401 and "wrong" in old.json["error"]
     assert api_post(client, page, JANE, second).status_code == 201
+
+
+def test_forwarded_addresses_are_believed_only_from_as_many_proxies_as_trusted_proxies_says(app, api):
+    page = make_page(api)
+    key = create_key(api, page)
+    forged = {"X-API-Key": key, "X-Forwarded-For": "203.0.113.9"}
+    assert api_post(app.test_client(), page, JANE, key, headers=forged).status_code == 201
+    assert [row.ip for row in submissions()] == ["127.0.0.1"]  # no proxy trusted: the header is the client's word
+
+    behind_nginx = create_app({**{name: app.config[name] for name in CONFIG_OF_THE_TEST_APP}, "TRUSTED_PROXIES": 1})
+    behind_nginx.test_client_class = type(app.test_client())
+    with behind_nginx.app_context():
+        client = behind_nginx.test_client()
+        assert api_post(client, page, JANE, key, headers=forged).status_code == 201
+        token = form_token(client, page)
+        posted = client.post(page["path"], data={"form-token": token, **JANE},
+                             headers={"X-Forwarded-For": "198.51.100.4"})
+        assert posted.status_code in (200, 303)
+    assert [row.ip for row in submissions()] == ["127.0.0.1", "203.0.113.9", "198.51.100.4"]
 
 
 def test_json_endpoint_answers_201_with_the_stored_row_400_by_field_and_401_without_a_key(app, api):

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import text
 
 from app.extensions import db
-from app.models import SignupSubmission, WebhookEvent
+from app.models import Integration, Organization, SignupSubmission, WebhookEvent
 from app.security import SECURITY_HEADERS
-from app.services import signups
+from app.services import accounts, signups
 from app.services.intake_store import APPLICATION_NAME
 from tests.providers.test_send_whatsapp import configure, notification, post_webhook, sign, status, webhook_path
 from tests.signup_helpers import api_post, create_key, make_page, signup_settings  # noqa: F401  (fixture)
@@ -108,6 +108,22 @@ def test_changes_to_a_page_take_effect_at_once_in_a_process_that_holds_its_copy(
     assert api.delete(f"/api/integrations/{page['id']}/").status_code in (200, 204)
     assert api_post(client, page, JANE, second_key).status_code == 404
     assert client.get(page["path"]).status_code == 404
+
+
+def test_a_new_default_country_takes_effect_at_once_in_a_process_that_holds_a_page(app, api):
+    page = make_page(api)
+    key = create_key(api, page)
+    client = app.test_client()
+    london = {**JANE, "phone": "020 7946 0018"}
+    as_american = api_post(client, page, london, key)  # read in the default country, US: no such number
+    assert as_american.status_code == 400 and set(as_american.json["errors"]) == {"phone"}
+    organization = db.session.get(Organization, db.session.get(Integration, page["id"]).organization_id)
+    assert accounts.update_organization(organization, organization.name, "GB") == {}
+    db.session.commit()
+    as_british = api_post(client, page, london, key)  # this process still holds its copy of the page
+    assert as_british.status_code == 201
+    row = db.session.get(SignupSubmission, as_british.json["submission_id"])
+    assert (row.status, row.errors) == ("pending", None)
 
 
 @pytest.mark.parametrize("path", ["/api/signup/x/y/", "/api/webhooks/meta/", "/api/webhooks/a/b/c/"])

@@ -9,10 +9,10 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import geocoder
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ..extensions import db
-from ..models import ROLES, ApiToken, Organization, User, utcnow
+from ..models import ROLES, ApiToken, Integration, Organization, User, utcnow
 
 MIN_PASSWORD = 10
 Errors = dict[str, list[str]]
@@ -137,5 +137,12 @@ def update_organization(organization: Organization, name: Any, default_country: 
         errors["default_country"] = ["Choose a country from the list."]
     if errors:
         return errors
+    if default_country.upper() != organization.default_country:
+        # Sign-up intake validates phone numbers with copies of its pages that carry this country, and
+        # trusts a copy only while its page is at the copy's version: move the version, so the next
+        # post reads the page (and the new country) again.
+        db.session.execute(update(Integration).where(Integration.organization_id == organization.id,
+                                                     Integration.integration_type == "signup_page")
+                           .values(updated_at=utcnow()))
     organization.name, organization.default_country = name.strip(), default_country.upper()
     return {}

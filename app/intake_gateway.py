@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from flask import Flask, current_app
 from limits import parse as parse_limit
 from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
@@ -38,7 +39,9 @@ ERRORS = {
     405: "This address does not take that kind of request.",
     413: "The request body is larger than this address accepts.",
     429: "Too many refused keys from your network just now. Wait a minute and try again.",
+    503: "Nothing was stored: the database is busy or unavailable just now. Send it again in a moment.",
 }
+RETRY_AFTER_SECONDS = 10
 
 Handler = Callable[[dict, int], Answer]  # (WSGI environ, body limit in bytes)
 
@@ -58,6 +61,10 @@ class IntakeGateway:
                 answer = handler(environ, limit or current_app.config["MAX_CONTENT_LENGTH"])
             except HTTPException as exc:  # the body limit, a broken body stream
                 answer = Answer(exc.code or 400, {"error": ERRORS.get(exc.code, exc.description)})
+            except OperationalError:  # the database locked past the busy timeout, or not answering: nothing stored
+                current_app.logger.exception("intake of %s %s: database unavailable", environ["REQUEST_METHOD"],
+                                             environ["PATH_INFO"])
+                answer = Answer(503, {"error": ERRORS[503]}, {"Retry-After": str(RETRY_AFTER_SECONDS)})
             except Exception:  # a bug of ours: the caller gets a 500 in words, the traceback goes to the log
                 current_app.logger.exception("intake of %s %s crashed", environ["REQUEST_METHOD"], environ["PATH_INFO"])
                 answer = Answer(500, {"error": "Something went wrong; the error was logged. Try again in a moment."})

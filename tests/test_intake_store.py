@@ -9,9 +9,10 @@ import time
 import pytest
 
 from app.extensions import db
-from app.models import WebhookEvent
+from app.models import SignupSubmission, WebhookEvent
 from app.services import intake_store
 from tests.providers.test_send_whatsapp import configure, notification, post_webhook, status
+from tests.signup_helpers import api_post, create_key, make_page, signup_settings  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -48,22 +49,30 @@ def test_a_webhook_waits_for_a_write_lock_held_elsewhere_and_is_stored_once_it_i
     assert stored(wa) == 2
 
 
-def test_a_write_lock_held_past_the_busy_timeout_fails_the_request_and_stores_nothing(app, api, sqlite_file,
+def test_a_write_lock_held_past_the_busy_timeout_is_a_503_and_stores_nothing(app, api, sqlite_file,
                                                                                       monkeypatch, caplog):
     wa = configure(api)
+    page = make_page(api)
+    key = create_key(api, page)
     assert post_webhook(app, wa, notification(status("wamid.held0", "delivered"))).status_code == 200
+    jane = {"email": "jane@example.com", "terms": True}
+    assert api_post(app.test_client(), page, jane, key).status_code == 201
     monkeypatch.setattr(intake_store, "SQLITE_BUSY_TIMEOUT", 0.3)
     holder = sqlite3.connect(sqlite_file, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
     try:
         response = post_webhook(app, wa, notification(status("wamid.held1", "delivered")))
+        signup = api_post(app.test_client(), page, jane, key)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert response.status_code == 500 and "went wrong" in response.json["error"]  # the provider sends it again
-    assert 0.3 <= time.monotonic() - started < 2
+    assert response.status_code == 503 and "Nothing was stored" in response.json["error"]  # the provider sends it again
+    assert response.headers["Retry-After"] == "10"
+    assert signup.status_code == 503 and signup.headers["Retry-After"] == "10"
+    assert 0.6 <= time.monotonic() - started < 4
     assert "database is locked" in caplog.text
+    assert db.session.query(SignupSubmission).count() == 1
     assert stored(wa) == 1
     assert post_webhook(app, wa, notification(status("wamid.held1", "delivered"))).status_code == 200
     assert stored(wa) == 2

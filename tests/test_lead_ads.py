@@ -353,6 +353,10 @@ def test_an_expired_token_puts_the_integration_in_error_and_the_lead_is_not_lost
     assert lead.status == "processed" and lead.error is None and lead.attempts == 2
     assert api.get(f"/api/contacts/{lead.contact_id}/").json["email"] == "jane.doe@example.com"
     assert stored_events()[0].status == "processed"
+    data = api.get(f"/api/integrations/{fb['id']}/").json  # working again, without waiting for a test
+    assert data["status"] == "active" and data["last_error"] is None
+    assert db.session.scalar(select(func.count()).select_from(IntegrationLog)
+                             .where(IntegrationLog.event == "lead_fetch_recovered")) == 1
 
 
 @pytest.mark.parametrize("token", [BUSY_TOKEN, USER_BUSY_TOKEN])

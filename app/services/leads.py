@@ -131,6 +131,8 @@ def process_lead(lead: Lead, fetched: FetchedLead | None = None) -> str:
         except ProviderError as exc:
             _record_failure(integration, lead, exc)
             raise
+        if integration.status == "error" and integration.is_active:
+            _meta_answers_again(integration)
     return _make_contact(integration, lead, fetched)
 
 
@@ -153,6 +155,15 @@ def _meta_refused(integration: Integration, reason: str, what: str) -> None:
         svc.log_event(integration, "lead_fetch_failed", f"{what}: {reason}", level="error")
     if integration.is_active:
         svc.set_status(integration, "error", reason)
+
+
+def _meta_answers_again(integration: Integration) -> None:
+    """A lead fetched with the integration's token: whatever put it in error (a refused token since
+    replaced, a failed test) no longer stops it, so it is active again without waiting for a test."""
+    integration.error_count, integration.last_error = 0, None
+    svc.log_event(integration, "lead_fetch_recovered", "Meta answered again: a lead was fetched with the page's token.")
+    svc.set_status(integration, "active", "a lead was fetched from Meta")
+    db.session.commit()
 
 
 def _make_contact(integration: Integration, lead: Lead, fetched: FetchedLead) -> str:

@@ -272,6 +272,20 @@ def test_showing_a_conversation_changes_nothing_and_reading_it_marks_it_read_at_
     assert 'class="mark-read"' not in html and 'id="nav-unread"></span>' in html
 
 
+def test_without_javascript_a_button_marks_the_conversation_read(app, browser, accounts, graph, run_jobs):
+    from_whatsapp(app, accounts, "Hello", "wamid.N1")
+    run_jobs()
+    conversation = conversation_of("whatsapp")
+    html = browser.get(f"/inbox/{conversation.id}").get_data(as_text=True)
+    form = re.search(r'<noscript><form method="post" action="([^"]+)" class="mark-read-form">\s*'
+                     r'<input type="hidden" name="csrf_token" value="([^"]+)">', html)
+    assert form and form.group(1) == f"/inbox/{conversation.id}/read"
+    response = browser.client.post(form.group(1), data={"csrf_token": form.group(2)})
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/inbox/{conversation.id}")
+    assert conversation_of("whatsapp").unread_count == 0
+    assert "mark-read-form" not in browser.get(f"/inbox/{conversation.id}").get_data(as_text=True)
+
+
 # --- polls ---------------------------------------------------------------------------------------------------
 
 def test_the_list_poll_answers_204_with_one_query_until_the_list_changes(app, browser, accounts, graph, run_jobs):

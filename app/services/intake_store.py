@@ -157,7 +157,6 @@ class IntakeDatabase:
                 raise DBAPIError.instance(precompiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
                                           connection_invalidated=lost, dialect=dialect) from exc
 
-
     @staticmethod
     def execute_when_unlocked(cursor, sql: str, parameters) -> None:
         """SQLite: execute, trying again while another connection holds the write lock, for up to the

@@ -9,8 +9,9 @@ On SQLite, two more things keep a request's INSERT short under load (bench/READM
 - It never checkpoints. SQLite's automatic checkpoint runs inside the commit that crosses 1,000
   pages of write-ahead log, and waits there for two fsyncs; a thread of this process's own
   (Checkpointer) does it instead, a tenth of a second after intake writes.
-- It waits for another writer's lock in steps of 50 us to 1 ms, where SQLite's own busy handler
-  sleeps at least 1 ms, then 2, 5, 10...: a lock taken by another INSERT is held for well under 1 ms.
+- It waits for another writer's lock in steps of 50 us to 1 ms (20 ms once the lock has been held for
+  0.1 s), where SQLite's own busy handler sleeps at least 1 ms, then 2, 5, 10...: a lock taken by
+  another INSERT is held for well under 1 ms.
 """
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ class Precompiled:
 log = logging.getLogger(__name__)
 APPLICATION_NAME = "switchboard intake"  # how PostgreSQL lists intake's connections
 SQLITE_BUSY = 5  # the primary result code of "database is locked" (extended codes add high bits)
-FIRST_WAIT, LONGEST_WAIT = 0.00005, 0.001  # seconds between tries for SQLite's write lock
+# Seconds between tries for SQLite's write lock: short while it is an INSERT's (well under 1 ms), longer
+# once it has been held for a while (a long transaction elsewhere), so that waiting threads do not spin.
+FIRST_WAIT, SHORT_WAIT_MAX, LONG_WAIT_AFTER, LONG_WAIT_MAX = 0.00005, 0.001, 0.1, 0.02
 CHECKPOINT_AFTER = 0.1  # seconds from intake's writes to the checkpoint that copies them into the database
 CHECKPOINTER_IDLE_ROUNDS = 50  # rounds without writes after which the checkpoint thread ends (5 s)
 
@@ -161,7 +164,7 @@ class IntakeDatabase:
     def execute_when_unlocked(cursor, sql: str, parameters) -> None:
         """SQLite: execute, trying again while another connection holds the write lock, for up to the
         app's busy timeout; then "database is locked" as anywhere else."""
-        wait, deadline = FIRST_WAIT, None
+        wait, started = FIRST_WAIT, None
         while True:
             try:
                 cursor.execute(sql, parameters)
@@ -170,11 +173,11 @@ class IntakeDatabase:
                 if exc.sqlite_errorcode & 0xFF != SQLITE_BUSY:
                     raise
                 now = time.monotonic()
-                deadline = deadline or now + SQLITE_BUSY_TIMEOUT
-                if now >= deadline:
+                started = started or now
+                if now - started >= SQLITE_BUSY_TIMEOUT:
                     raise
                 time.sleep(wait)
-                wait = min(wait * 2, LONGEST_WAIT)
+                wait = min(wait * 2, SHORT_WAIT_MAX if now - started < LONG_WAIT_AFTER else LONG_WAIT_MAX)
 
 
 class Copies:

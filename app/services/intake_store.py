@@ -126,7 +126,7 @@ class IntakeDatabase:
             cursor = self.local.cursor = connection.dbapi_connection.cursor()
             if self.checkpointer is not None:
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
-                cursor.execute("PRAGMA busy_timeout=0")  # run() waits for the write lock instead
+                cursor.execute("PRAGMA busy_timeout=0")  # execute_when_unlocked waits for the write lock instead
             self.local.connection = connection
         return cursor
 
@@ -145,9 +145,9 @@ class IntakeDatabase:
             try:
                 if self.checkpointer is None:
                     cursor.execute(precompiled.sql, parameters)
-                    return cursor.rowcount
-                self.execute_when_unlocked(cursor, precompiled.sql, parameters)
-                self.checkpointer.wrote()
+                else:
+                    self.execute_when_unlocked(cursor, precompiled.sql, parameters)
+                    self.checkpointer.wrote()
                 return cursor.rowcount
             except dialect.loaded_dbapi.Error as exc:
                 lost = dialect.is_disconnect(exc, cursor.connection, cursor)

@@ -3,7 +3,9 @@ import re
 
 from app.extensions import db
 from app.models import ConnectionTest, Integration
+from app.services import campaigns
 from app.services import integrations as svc
+from tests.signup_helpers import embed_definition
 
 
 def test_hub_shows_a_card_per_type_with_empty_states(browser):
@@ -167,3 +169,52 @@ def test_only_admins_change_settings(app, admin):
     staff = Browser(app.test_client()).login("staff@acme.example.com")
     assert "Only admins can change these." in staff.get("/settings").get_data(as_text=True)
     assert staff.post("/settings", data={"name": "Mine", "default_country": "GB"}, token_from="/settings").status_code == 403
+
+
+SIGNUP_FIELDS = '[{"name": "email", "type": "email", "label": "Email", "required": true}]'
+
+
+def test_allowed_origins_take_one_origin_a_line(browser):
+    form = browser.get("/integrations/new/signup_page").get_data(as_text=True)
+    assert re.search(r'<textarea name="allowed_origins" id="f-allowed_origins" class="lines"', form)
+    added = browser.post("/integrations/new/signup_page", {
+        "name": "Newsletter", "provider": "hosted", "form_fields": SIGNUP_FIELDS,
+        "allowed_origins": "https://shop.example.com\r\n\r\n  https://www.example.com/  \r\n"},
+        token_from="/integrations/new/signup_page")
+    assert added.status_code == 302
+    integration = db.session.query(Integration).one()
+    assert integration.config["allowed_origins"] == "https://shop.example.com\nhttps://www.example.com/"
+    client = browser.client.application.test_client()
+    page = {"path": f"/f/{integration.public_id}"}
+    for origin in ("https://shop.example.com", "https://www.example.com"):  # each line is an origin the embed serves
+        assert embed_definition(client, page, origin).headers["Access-Control-Allow-Origin"] == origin
+    assert "Access-Control-Allow-Origin" not in embed_definition(client, page, "https://other.example.com").headers
+    edit = browser.get(f"/integrations/{integration.id}/edit").get_data(as_text=True)
+    assert ">https://shop.example.com\nhttps://www.example.com/</textarea>" in edit
+    bad = browser.post(f"/integrations/{integration.id}/edit", {"name": "Newsletter", "form_fields": SIGNUP_FIELDS,
+                                                               "allowed_origins": "https://ok.example.com\nnot an origin"})
+    assert bad.status_code == 400 and 'id="error-allowed_origins"' in bad.get_data(as_text=True)
+
+
+def test_campaign_and_tag_fields_suggest_the_organisations_names_and_a_missing_campaign_is_flagged(
+        browser, api, other_admin):
+    for name in ("Welcome", "Spring sale"):
+        assert api.post("/api/campaigns/", json={"name": name}).status_code == 201
+    assert api.post("/api/contacts/", json={"email": "jane@example.com", "tags": ["Bakery fans"]}).status_code == 201
+    theirs, _ = campaigns.create(other_admin.organization_id, {"name": "Globex launch"})  # another organisation's
+    db.session.commit()
+    form = browser.get("/integrations/new/signup_page").get_data(as_text=True)
+    names = re.search(r'<datalist id="names-trigger_campaign">(.*?)</datalist>', form).group(1)
+    assert names == '<option value="Spring sale"><option value="Welcome">' and theirs.name not in form
+    assert 'list="names-trigger_campaign"' in form and 'list="names-apply_tag"' in form
+    assert '<datalist id="names-apply_tag"><option value="Bakery fans"></datalist>' in form
+
+    browser.post("/integrations/new/signup_page", {"name": "Newsletter", "provider": "hosted", "form_fields": SIGNUP_FIELDS,
+                                                  "trigger_campaign": "welcome"}, token_from="/integrations/new/signup_page")
+    integration = db.session.query(Integration).one()
+    assert 'id="unknown-trigger_campaign"' not in browser.get(f"/integrations/{integration.id}").get_data(as_text=True)
+    browser.post(f"/integrations/{integration.id}/edit", {"name": "Newsletter", "form_fields": SIGNUP_FIELDS,
+                                                         "trigger_campaign": "Welcom"}, token_from="/integrations")
+    detail = browser.get(f"/integrations/{integration.id}").get_data(as_text=True)
+    assert 'id="unknown-trigger_campaign"' in detail and "No campaign has this name" in detail
+

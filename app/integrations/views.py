@@ -5,7 +5,7 @@ from ..extensions import db
 from ..models import LOG_LEVELS, MESSAGE_STATUSES, WEBHOOK_STATUSES
 from ..pagination import requested_page
 from ..providers import INTEGRATION_TYPES
-from ..services import connection_tests, message_stats, messaging, webhooks
+from ..services import connection_tests, form_hints, message_stats, messaging, webhooks
 from ..services import integrations as svc
 from . import bp
 from .forms import ActionForm, IntegrationForm, SendingIntegrationForm, SendTestForm, attach_errors, submitted_fields
@@ -86,9 +86,10 @@ def new(integration_type):
     provider = kind.provider(request.values.get("provider", "")) or kind.providers[0]
     form = IntegrationForm()
     field_errors: dict[str, list[str]] = {}
+    suggestions = form_hints.suggestions(current_user.organization_id, provider)
     if _is_htmx() and request.method == "GET":
         return render_template("integrations/_fields.html", provider=provider, values={}, secrets_set={},
-                               errors={})
+                               errors={}, suggestions=suggestions)
     values = submitted_fields(provider, request.form) if request.method == "POST" else {}
     if form.validate_on_submit():
         integration, field_errors = svc.create_integration(current_user.organization_id, current_user,
@@ -102,7 +103,7 @@ def new(integration_type):
         db.session.rollback()
     status = 400 if request.method == "POST" else 200
     return render_template("integrations/form.html", kind=kind, provider=provider, form=form, values=values,
-                           secrets_set={}, errors=field_errors, integration=None), status
+                           secrets_set={}, errors=field_errors, integration=None, suggestions=suggestions), status
 
 
 @bp.get("/integrations/<int:integration_id>")
@@ -113,12 +114,14 @@ def detail(integration_id):
 def _detail_page(integration, send_form: SendTestForm | None = None, send_errors: dict | None = None,
                  status: int = 200):
     latest_test = connection_tests.latest_test(integration)
+    provider = svc.provider_of(integration)
     sending = {}
     if message_stats.is_sending_integration(integration):
         sending = {"send_form": send_form or SendTestForm(formdata=None), "send_errors": send_errors or {},
                    "delivery": message_stats.delivery_stats(integration), **_outbox(integration)}
     return render_template("integrations/detail.html", integration=integration, data=svc.serialize(integration),
-                           provider=svc.provider_of(integration), kind=INTEGRATION_TYPES[integration.integration_type],
+                           provider=provider, kind=INTEGRATION_TYPES[integration.integration_type],
+                           unknown_campaigns=form_hints.unknown_campaigns(integration, provider),
                            test=latest_test, action_form=ActionForm(),
                            recent_logs=db.session.scalars(svc.logs_query(integration, None).limit(5)).all(),
                            **sending), status
@@ -150,7 +153,8 @@ def edit(integration_id):
     return render_template("integrations/form.html", kind=INTEGRATION_TYPES[integration.integration_type],
                            provider=provider, form=form, values=values, secrets_set=secrets_set,
                            errors=field_errors, integration=integration, sending=sending,
-                           default_rate=provider.default_rate_limit), status
+                           default_rate=provider.default_rate_limit,
+                           suggestions=form_hints.suggestions(current_user.organization_id, provider)), status
 
 
 @bp.post("/integrations/<int:integration_id>/active")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
-FIELD_KINDS = ("text", "email", "phone", "url", "host", "int", "secret", "choice", "bool", "json", "generated")
+FIELD_KINDS = ("text", "lines", "email", "phone", "url", "host", "int", "secret", "choice", "bool", "json", "generated")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Field:
     pattern_message: str = ""
     min_value: int | None = None
     max_value: int | None = None
+    suggest: str | None = None  # "campaigns" or "tags": the form offers the organisation's names
 
     def __post_init__(self):
         if self.kind not in FIELD_KINDS:

@@ -19,6 +19,7 @@ from ..providers.base import Field, Provider
 from ..providers.net import private_host_error
 
 MAX_TEXT = 500
+MAX_LINES = 2000  # a field of several lines (a list of origins)
 MAX_JSON = 20_000
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 TRUE_WORDS = {"1", "true", "on", "yes", "y"}
@@ -76,6 +77,11 @@ def _clean(f: Field, value: Any, allow_private: bool) -> Any:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise FieldError("Give text here.")
     text = str(value).strip()
+    if f.kind == "lines":
+        text = "\n".join(line.strip() for line in text.splitlines() if line.strip())
+        if len(text) > MAX_LINES:
+            raise FieldError(f"Keep this under {MAX_LINES} characters.")
+        return text
     if len(text) > MAX_TEXT and f.kind != "secret":
         raise FieldError(f"Keep this under {MAX_TEXT} characters.")
     if len(text) > 4096:

@@ -44,9 +44,9 @@ class FacebookGraphAPI(Provider):
         Field("verify_token", "Webhook verify token", "generated",
               help="Paste this into the Meta App Dashboard with the webhook URL."),
         Field("auto_create_contacts", "Create contacts from leads", "bool", default=True),
-        Field("trigger_campaign_on_lead", "Campaign to start on a new lead",
+        Field("trigger_campaign_on_lead", "Campaign to start on a new lead", suggest="campaigns",
               help="The name of one of your campaigns; each new lead's contact is enrolled in it."),
-        Field("apply_tag", "Tag for new leads", placeholder="facebook-lead",
+        Field("apply_tag", "Tag for new leads", placeholder="facebook-lead", suggest="tags",
               help="Applied to the contact of every lead. Leave empty for none."),
         Field("lead_field_mapping", "Lead form field mapping", "json",
               help='Where the answers to your own questions go: {"question_key": "fields.company"}, or one of '

@@ -17,9 +17,10 @@ class HostedSignupPage(Provider):
                    f"Types: {', '.join(FORM_FIELD_TYPES)}; select fields take \"options\"."),
         Field("redirect_url", "Redirect after sign-up", "url", help="Leave empty to show a thank-you message."),
         Field("auto_create_contact", "Create a contact from each sign-up", "bool", default=True),
-        Field("apply_tag", "Tag to apply"),
-        Field("trigger_campaign", "Campaign to start", help="The name of a campaign on the Campaigns page; each new contact is enrolled once."),
-        Field("allowed_origins", "Allowed origins for the embedded form",
+        Field("apply_tag", "Tag to apply", suggest="tags"),
+        Field("trigger_campaign", "Campaign to start", suggest="campaigns",
+              help="The name of a campaign on the Campaigns page; each new contact is enrolled once."),
+        Field("allowed_origins", "Allowed origins for the embedded form", "lines",
               help="One per line, e.g. https://www.example.com"),
     )
 

@@ -247,6 +247,24 @@ def get_contact(contact_id):
     return jsonify(contacts_svc.serialize(_owned_contact(contact_id), detail=True))
 
 
+@bp.put("/contacts/<int:contact_id>/")
+def edit_contact(contact_id):
+    contact = _owned_contact(contact_id)
+    errors = contacts_svc.edit_contact(contact, _json_body(), g.api_user.email)
+    if errors:
+        db.session.rollback()
+        return _bad(errors)
+    db.session.commit()
+    return jsonify(contacts_svc.serialize(contact, detail=True))
+
+
+@bp.delete("/contacts/<int:contact_id>/")
+def delete_contact(contact_id):
+    contacts_svc.delete_contact(_owned_contact(contact_id))
+    db.session.commit()
+    return "", 204
+
+
 @bp.post("/contacts/<int:contact_id>/tags/")
 def add_contact_tags(contact_id):
     contact = _owned_contact(contact_id)

@@ -1,4 +1,4 @@
-"""Contacts list, contact detail with tags and timeline, tag management."""
+"""Contacts list, contact detail with tags and timeline, editing and deleting a contact, tag management."""
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -6,7 +6,7 @@ from ..extensions import db
 from ..pagination import requested_page
 from ..services import contacts as svc
 from . import bp
-from .forms import ActionForm, TagForm
+from .forms import ActionForm, ContactForm, TagForm
 
 PAGE_SIZE = 50
 
@@ -43,6 +43,36 @@ def detail(contact_id):
 def _detail_page(contact, form: TagForm | None = None, status: int = 200):
     return render_template("contacts/detail.html", contact=contact, form=form or TagForm(formdata=None),
                            action_form=ActionForm(), events=list(reversed(contact.events))), status
+
+
+@bp.route("/contacts/<int:contact_id>/edit", methods=["GET", "POST"])
+def edit(contact_id):
+    contact = _owned(contact_id)
+    form = ContactForm.of(contact)
+    if form.validate_on_submit():
+        values, errors = form.submitted()
+        errors = errors or svc.edit_contact(contact, values, current_user.email)
+        if not errors:
+            db.session.commit()
+            flash("Contact saved.", "success")
+            return redirect(url_for("contacts.detail", contact_id=contact.id))
+        db.session.rollback()
+        form.show(errors)
+    status = 400 if request.method == "POST" else 200
+    return render_template("contacts/edit.html", contact=_owned(contact_id), form=form), status
+
+
+@bp.route("/contacts/<int:contact_id>/delete", methods=["GET", "POST"])
+def delete(contact_id):
+    contact = _owned(contact_id)
+    form = ActionForm()
+    if form.validate_on_submit():
+        name = contact.display_name
+        svc.delete_contact(contact)
+        db.session.commit()
+        flash(f"{name} was deleted.", "success")
+        return redirect(url_for("contacts.index"))
+    return render_template("contacts/delete.html", contact=contact, form=form)
 
 
 @bp.post("/contacts/<int:contact_id>/tags")

@@ -7,7 +7,7 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -253,6 +253,58 @@ def upsert_contact(organization_id: int, data: Any, source: str | None = None
             apply_tags(contact, cleaned["tags"])
         return contact, created, {}
     return None, False, {"email": ["This contact is being changed by another request. Try again."]}
+
+
+EDITABLE = ("name", "first_name", "last_name", "email", "phone", "fields")
+TAKEN = {"email": "Another contact already has this email address.",
+         "phone": "Another contact already has this phone number."}
+
+
+def edit_contact(contact: Contact, data: Any, editor: str) -> Errors:
+    """Staff's correction of a contact: each field given replaces the stored value (an empty one clears
+    it; custom fields are replaced as a whole), the others stay. The contact keeps an email or a phone,
+    and an email or phone of another contact is refused. Recorded on the timeline; the caller commits."""
+    if not isinstance(data, dict):
+        return {"body": ["Send a JSON object."]}
+    unknown = sorted(set(data) - set(EDITABLE))
+    if unknown:
+        return {name: ["This field cannot be edited here." if name in FIELDS else "Unknown field."] for name in unknown}
+    current = {name: getattr(contact, name) for name in EDITABLE}
+    merged = {**current, **data}
+    parts_before = " ".join(p for p in (contact.first_name, contact.last_name) if p)
+    if ((contact.name or "") == parts_before and " ".join(str(merged.get("name") or "").split()) == parts_before
+            and any(k in data for k in ("first_name", "last_name"))):
+        merged["name"] = None  # a name made of first and last name follows them (validate() joins them again)
+    cleaned, errors = validate(contact.organization_id, merged)
+    if errors:
+        return errors
+    for name, column in (("email", Contact.email), ("phone", Contact.phone)):
+        if cleaned[name] and cleaned[name] != current[name] and _taken(contact, column, cleaned[name]):
+            errors[name] = [TAKEN[name]]
+    if errors:
+        return errors
+    changed = [name for name in EDITABLE if cleaned[name] != current[name]]
+    if not changed:
+        return {}
+    try:
+        with db.session.begin_nested():
+            for name in changed:
+                setattr(contact, name, cleaned[name])
+            db.session.flush()
+    except IntegrityError:  # taken by a contact made since the check above
+        db.session.refresh(contact)
+        return {"email" if "email" in changed else "phone": ["Another contact took this value just now. Try again."]}
+    except StaleDataError:  # a sign-up or lead updated the contact meanwhile
+        return {"body": ["This contact was changed meanwhile. Reload it and make your change again."]}
+    add_event(contact, "updated", f"Edited by {editor}: " + ", ".join(changed) + ".",
+              {"changed": changed, "editor": editor})
+    return {}
+
+
+def delete_contact(contact: Contact) -> None:
+    """Delete the contact with its tags, timeline and campaign enrolments (their steps stop). Messages,
+    conversations, sign-up submissions and leads that concern them are kept, no longer linked."""
+    db.session.execute(delete(Contact).where(Contact.id == contact.id))
 
 
 # -- tags ------------------------------------------------------------------------------------

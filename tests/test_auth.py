@@ -94,7 +94,7 @@ def test_admin_adds_staff_who_cannot_add_users(app, browser, admin):
     assert duplicate.status_code == 400 and "already exists" in duplicate.get_data(as_text=True)
 
     staff_browser = Browser(app.test_client()).login("staff@example.com")
-    assert "Only admins can add users." in staff_browser.get("/users").get_data(as_text=True)
+    assert "Only admins can add, change and remove users." in staff_browser.get("/users").get_data(as_text=True)
     assert staff_browser.post("/users", {"email": "x@example.com", "password": PASSWORD, "role": "admin"},
                               token_from="/account/password").status_code == 403
     assert db.session.scalar(select(User).where(User.email == "x@example.com")) is None

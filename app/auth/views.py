@@ -7,7 +7,7 @@ from ..extensions import db, limiter
 from ..models import User
 from ..services import accounts
 from . import bp
-from .forms import AddUserForm, LoginForm, OrganizationForm, PasswordForm, SetupForm
+from .forms import ActionForm, AddUserForm, LoginForm, OrganizationForm, PasswordForm, RoleForm, SetupForm
 
 
 def _attach_errors(form, errors: dict[str, list[str]]) -> None:
@@ -92,9 +92,57 @@ def users():
                 return redirect(url_for("auth.users"))
             db.session.rollback()
             _attach_errors(form, errors)
+    return _team_page(form, status=400 if form.errors else 200)
+
+
+def _team_page(form: AddUserForm | None = None, role_errors: dict[int, list[str]] | None = None, status: int = 200):
     people = db.session.scalars(select(User).where(User.organization_id == current_user.organization_id)
                                 .order_by(User.email)).all()
-    return render_template("auth/users.html", form=form, users=people), 400 if form.errors else 200
+    return render_template("auth/users.html", form=form or AddUserForm(formdata=None), users=people,
+                           role_form=RoleForm(formdata=None), role_errors=role_errors or {}), status
+
+
+def _team_member(user_id: int) -> User:
+    """A user of the signed-in admin's organisation (404 for anyone else's, 403 for staff)."""
+    if not current_user.is_admin:
+        abort(403)
+    user = db.session.get(User, user_id)
+    if user is None or user.organization_id != current_user.organization_id:
+        abort(404)
+    return user
+
+
+@bp.post("/users/<int:user_id>/role")
+@login_required
+def change_role(user_id):
+    user = _team_member(user_id)
+    form = RoleForm()
+    errors = accounts.change_role(user, form.role.data) if form.validate_on_submit() else {
+        "role": ["The form expired. Try again."]}
+    if errors:
+        db.session.rollback()
+        return _team_page(role_errors={user_id: errors["role"]}, status=400)
+    db.session.commit()
+    flash(f"{user.email} is now {user.role}.", "success")
+    return redirect(url_for("auth.users"))
+
+
+@bp.route("/users/<int:user_id>/remove", methods=["GET", "POST"])
+@login_required
+def remove_user(user_id):
+    user = _team_member(user_id)
+    form = ActionForm()
+    errors = {}
+    if form.validate_on_submit():
+        email = user.email
+        errors = accounts.remove_user(current_user, user)
+        if not errors:
+            db.session.commit()
+            flash(f"{email} was removed from the team and can no longer sign in.", "success")
+            return redirect(url_for("auth.users"))
+        db.session.rollback()
+    return render_template("auth/remove_user.html", user=user, form=form, errors=errors.get("user", []),
+                           tokens=accounts.token_count(user)), 400 if errors else 200
 
 
 @bp.route("/settings", methods=["GET", "POST"])

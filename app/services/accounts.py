@@ -53,6 +53,34 @@ def add_user(organization: Organization, email: str, password: str, role: str) -
     return user, {}
 
 
+def _other_admins(user: User) -> int:
+    """Admins of the user's organisation besides them, their rows locked where the database can, so
+    that two admins demoting or removing each other at once cannot leave the organisation without one."""
+    return len(db.session.scalars(select(User.id).where(User.organization_id == user.organization_id,
+                                                        User.role == "admin", User.id != user.id)
+                                  .with_for_update()).all())
+
+
+def change_role(user: User, role: Any) -> Errors:
+    """Make a team member admin or staff; the organisation keeps at least one admin. The caller commits."""
+    if role not in ROLES:
+        return {"role": [f"Choose one of: {', '.join(ROLES)}."]}
+    if user.role == "admin" and role != "admin" and _other_admins(user) == 0:
+        return {"role": [f"{user.email} is the only admin. Make someone else admin first."]}
+    user.role = role
+    return {}
+
+
+def remove_user(acting: User, user: User) -> Errors:
+    """An admin removes a team member: they are signed out at their next request and their API tokens
+    stop working; what they did stays in the logs by their email. Nobody removes themself, so the
+    organisation keeps its acting admin. The caller commits."""
+    if user.id == acting.id:
+        return {"user": ["You cannot remove yourself. Ask another admin."]}
+    db.session.delete(user)
+    return {}
+
+
 def set_up_first_run(organization_name: str, email: str, password: str) -> tuple[User | None, Errors]:
     """Create the organisation and its first admin; refused once any user exists."""
     if not first_run_needed():
@@ -96,6 +124,10 @@ def change_password(user: User, current: str, new: str) -> Errors:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_count(user: User) -> int:
+    return db.session.scalar(select(func.count()).select_from(ApiToken).where(ApiToken.user_id == user.id))
 
 
 def create_api_token(user: User) -> str:

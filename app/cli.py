@@ -45,13 +45,18 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("create-api-token")
     @click.option("--email", required=True)
-    def create_api_token(email):
+    @click.option("--name", default="Made on the command line", help="What the token is for.")
+    def create_api_token(email, name):
         """Print a new API token for the user (its last line is the token)."""
         user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
         if user is None:
             click.echo(f"No user with email {email}.", err=True)
             raise SystemExit(1)
-        token = accounts.create_api_token(user)
+        token_name, errors = accounts.clean_token_name(name)
+        if errors:
+            click.echo(errors["name"][0], err=True)
+            raise SystemExit(1)
+        token = accounts.create_api_token(user, token_name)
         db.session.commit()
         click.echo(f"API token for {user.email} (shown once, only a hash is kept):")
         click.echo(token)

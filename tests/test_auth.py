@@ -158,6 +158,10 @@ def test_cli_create_user_and_api_token(app):
     assert response.status_code == 200 and response.json == []
     from app.models import ApiToken
     assert token not in {t.token_hash for t in db.session.query(ApiToken)}
+    assert db.session.query(ApiToken).one().name == "Made on the command line"
+    named = runner.invoke(args=["create-api-token", "--email", "cli@example.com", "--name", "Nightly export"])
+    assert named.exit_code == 0 and db.session.query(ApiToken).filter_by(name="Nightly export").count() == 1
+    assert runner.invoke(args=["create-api-token", "--email", "cli@example.com", "--name", " "]).exit_code == 1
     missing = runner.invoke(args=["create-api-token", "--email", "ghost@example.com"])
     assert missing.exit_code == 1
 

@@ -29,6 +29,10 @@ class AddUserForm(FlaskForm):
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], default="staff")
 
 
+class TokenForm(FlaskForm):
+    name = StringField("Name", description="What the token is for, e.g. “Website backend” or “Zapier”.")
+
+
 class RoleForm(FlaskForm):
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], validate_choice=False)
 

@@ -1,4 +1,4 @@
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from wtforms.fields.choices import SelectChoice
 from sqlalchemy import select
@@ -7,7 +7,8 @@ from ..extensions import db, limiter
 from ..models import User
 from ..services import accounts
 from . import bp
-from .forms import ActionForm, AddUserForm, LoginForm, OrganizationForm, PasswordForm, RoleForm, SetupForm
+from .forms import (ActionForm, AddUserForm, LoginForm, OrganizationForm, PasswordForm, RoleForm, SetupForm,
+                    TokenForm)
 
 
 def _attach_errors(form, errors: dict[str, list[str]]) -> None:
@@ -75,6 +76,43 @@ def change_password():
             return redirect(url_for("integrations.hub"))
         _attach_errors(form, errors)
     return render_template("auth/password.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/account/tokens", methods=["GET", "POST"])
+@login_required
+def api_tokens():
+    """The signed-in user's API tokens: make one (shown once), see when each was last used, revoke one."""
+    form = TokenForm()
+    new_token, status = None, 200
+    if form.validate_on_submit():
+        name, errors = accounts.clean_token_name(form.name.data)
+        if errors:
+            _attach_errors(form, errors)
+        else:
+            new_token = accounts.create_api_token(current_user, name)
+            db.session.commit()
+            form, status = TokenForm(formdata=None), 201
+    if form.errors:
+        status = 400
+    response = make_response(render_template("auth/tokens.html", form=form, tokens=accounts.tokens_of(current_user),
+                                             new_token=new_token, action_form=ActionForm()), status)
+    if new_token:
+        response.headers["Cache-Control"] = "no-store"  # the token is on this page, once
+    return response
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["GET", "POST"])
+@login_required
+def revoke_token(token_id):
+    token = accounts.token_of(current_user, token_id) or abort(404)
+    form = ActionForm()
+    if form.validate_on_submit():
+        name = token.name or "The token"
+        accounts.revoke_token(token)
+        db.session.commit()
+        flash(f"{name} was revoked: it no longer works.", "success")
+        return redirect(url_for("auth.api_tokens"))
+    return render_template("auth/revoke_token.html", token=token, form=form)
 
 
 @bp.route("/users", methods=["GET", "POST"])

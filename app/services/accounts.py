@@ -130,11 +130,39 @@ def token_count(user: User) -> int:
     return db.session.scalar(select(func.count()).select_from(ApiToken).where(ApiToken.user_id == user.id))
 
 
-def create_api_token(user: User) -> str:
+MAX_TOKEN_NAME = 100
+
+
+def create_api_token(user: User, name: str | None = None) -> str:
     """A new bearer token; only its hash is stored, so this is the one time it is seen."""
     token = "sb_" + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(organization_id=user.organization_id, user_id=user.id, token_hash=_token_hash(token)))
+    db.session.add(ApiToken(organization_id=user.organization_id, user_id=user.id, token_hash=_token_hash(token),
+                            name=name))
     return token
+
+
+def clean_token_name(value: Any) -> tuple[str | None, Errors]:
+    name = " ".join(str(value or "").split())
+    if not name:
+        return None, {"name": ["Say what the token is for, e.g. “Website backend”."]}
+    if len(name) > MAX_TOKEN_NAME:
+        return None, {"name": [f"Keep the name under {MAX_TOKEN_NAME} characters."]}
+    return name, {}
+
+
+def tokens_of(user: User) -> list[ApiToken]:
+    return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+                                   .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())))
+
+
+def revoke_token(token: ApiToken) -> None:
+    """The token stops working at the next request (the caller commits)."""
+    db.session.delete(token)
+
+
+def token_of(user: User, token_id: int) -> ApiToken | None:
+    """One of the user's own tokens (None for anyone else's)."""
+    return db.session.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id))
 
 
 def user_for_token(token: str) -> User | None:
@@ -145,7 +173,10 @@ def user_for_token(token: str) -> User | None:
         return None
     now = utcnow()
     if api_token.last_used_at is None or (now - api_token.last_used_at).total_seconds() > 60:
-        api_token.last_used_at = now  # saved with the request's commit; at most once a minute
+        # At most once a minute, committed now: a request that only reads commits nothing of its own, and
+        # this runs before the request's work (the API's authentication), so nothing else is pending.
+        db.session.execute(update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now))
+        db.session.commit()
     return api_token.user
 
 

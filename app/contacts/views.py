@@ -1,5 +1,9 @@
 """Contacts list, contact detail with tags and timeline, editing and deleting a contact, tag management."""
-from flask import abort, flash, redirect, render_template, request, url_for
+import csv
+import io
+from datetime import date
+
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db
@@ -33,6 +37,18 @@ def index():
     page = db.paginate(query, page=requested_page(), per_page=PAGE_SIZE, error_out=False)
     return render_template("contacts/index.html", page=page, search=search, tag=tag,
                            tags=svc.tag_names(current_user.organization_id))
+
+
+@bp.get("/contacts/export.csv")
+def export():
+    """The list as CSV, with the page's search and tag."""
+    search = (request.args.get("q") or "").strip()[:200]
+    tag = (request.args.get("tag") or "").strip()[:100]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(svc.export_rows(current_user.organization_id, search=search or None, tag=tag or None))
+    filename = f"contacts-{date.today().isoformat()}.csv"
+    return Response(buffer.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
 
 
 @bp.get("/contacts/<int:contact_id>")

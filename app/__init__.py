@@ -79,8 +79,12 @@ def create_app(overrides: dict | None = None) -> Flask:
     register_cli(app)
 
     @login_manager.user_loader
-    def load_user(user_id: str):
-        return db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
+    def load_user(session_id: str):
+        user_id, _, version = session_id.partition(".")
+        if not (user_id.isdigit() and version.isdigit()):
+            return None  # not a session this app made (or one from before session versions): sign in again
+        user = db.session.get(models.User, int(user_id))
+        return user if user is not None and user.session_version == int(version) else None
 
     app.before_request(reject_nul_characters)
 

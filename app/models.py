@@ -42,9 +42,15 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20), default="staff")
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")  # moves when the password changes
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     organization: Mapped[Organization] = relationship()
+
+    def get_id(self) -> str:
+        """What a signed-in session keeps (Flask-Login): the id and the session version, so that a new
+        password signs out every session made with the old one (app.load_user compares them)."""
+        return f"{self.id}.{self.session_version}"
 
     @property
     def is_admin(self) -> bool:

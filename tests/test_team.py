@@ -6,7 +6,7 @@ import re
 from app.extensions import db
 from app.models import ApiToken, User
 from app.services import accounts
-from tests.conftest import Browser, make_user
+from tests.conftest import PASSWORD, Browser, make_user
 
 
 def role_of(user_id: int) -> str:
@@ -84,3 +84,38 @@ def test_nobody_removes_themself_and_staff_and_outsiders_change_nothing(app, bro
     assert no_token.post(f"/users/{clerk.id}/remove").status_code == 400
     assert role_of(clerk.id) == "staff" and db.session.get(User, clerk.id) is not None
     assert re.search(r"is now|was removed", no_token.get("/users").get_data(as_text=True)) is None
+
+
+def test_a_new_password_signs_out_every_other_session(app, browser, admin):
+    phone = Browser(app.test_client()).login(admin.email)
+    changed = browser.post("/account/password", {"current_password": PASSWORD, "new_password": "a brand new password"},
+                           token_from="/account/password")
+    assert changed.status_code == 302
+    assert browser.get("/integrations").status_code == 200  # this session carries on
+    assert phone.get("/integrations").status_code == 302  # the other one signs in again
+    assert Browser(app.test_client()).login(admin.email, "a brand new password").get("/integrations").status_code == 200
+
+
+def test_an_admin_gives_a_member_a_new_password_and_signs_them_out(app, browser, admin, other_admin):
+    clerk = make_user("Acme", "clerk@acme.example.com", role="staff")
+    clerk_id = clerk.id
+    clerk_browser = Browser(app.test_client()).login(clerk.email)
+    page = browser.get(f"/users/{clerk_id}/password").get_data(as_text=True)
+    assert "signed out everywhere" in page and 'id="set-password"' in page
+    short = browser.post(f"/users/{clerk_id}/password", {"password": "short"}, token_from=f"/users/{clerk_id}/password")
+    assert short.status_code == 400 and "Use at least 10 characters." in short.get_data(as_text=True)
+    assert clerk_browser.get("/integrations").status_code == 200  # nothing changed yet
+    done = browser.post(f"/users/{clerk_id}/password", {"password": "given by the admin"})
+    assert done.status_code == 302
+    assert clerk_browser.get("/integrations").status_code == 302
+    assert Browser(app.test_client()).login("clerk@acme.example.com", "given by the admin").get(
+        "/integrations").status_code == 200
+    # Their own page for themself; staff and other organisations cannot.
+    assert browser.get(f"/users/{admin.id}/password").headers["Location"].endswith("/account/password")
+    staff = Browser(app.test_client()).login("clerk@acme.example.com", "given by the admin")
+    assert staff.post(f"/users/{admin.id}/password", {"password": "taken over!!"}, token_from="/users").status_code == 403
+    outsider = Browser(app.test_client()).login(other_admin.email)
+    assert outsider.post(f"/users/{clerk_id}/password", {"password": "taken over!!"},
+                         token_from="/users").status_code == 404
+    assert Browser(app.test_client()).login("clerk@acme.example.com", "given by the admin").get(
+        "/integrations").status_code == 200

@@ -29,6 +29,10 @@ class AddUserForm(FlaskForm):
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], default="staff")
 
 
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", description="At least 10 characters. They can change it on their account page.")
+
+
 class TokenForm(FlaskForm):
     name = StringField("Name", description="What the token is for, e.g. “Website backend” or “Zapier”.")
 

@@ -7,8 +7,8 @@ from ..extensions import db, limiter
 from ..models import User
 from ..services import accounts
 from . import bp
-from .forms import (ActionForm, AddUserForm, LoginForm, OrganizationForm, PasswordForm, RoleForm, SetupForm,
-                    TokenForm)
+from .forms import (ActionForm, AddUserForm, LoginForm, OrganizationForm, PasswordForm, ResetPasswordForm, RoleForm,
+                    SetupForm, TokenForm)
 
 
 def _attach_errors(form, errors: dict[str, list[str]]) -> None:
@@ -72,7 +72,8 @@ def change_password():
         errors = accounts.change_password(current_user, form.current_password.data, form.new_password.data)
         if not errors:
             db.session.commit()
-            flash("Your password was changed.", "success")
+            login_user(current_user._get_current_object())  # this session carries the new version; others end
+            flash("Your password was changed. Your other sessions are signed out.", "success")
             return redirect(url_for("integrations.hub"))
         _attach_errors(form, errors)
     return render_template("auth/password.html", form=form), 400 if form.errors else 200
@@ -163,6 +164,24 @@ def change_role(user_id):
     db.session.commit()
     flash(f"{user.email} is now {user.role}.", "success")
     return redirect(url_for("auth.users"))
+
+
+@bp.route("/users/<int:user_id>/password", methods=["GET", "POST"])
+@login_required
+def reset_password(user_id):
+    user = _team_member(user_id)
+    if user.id == current_user.id:
+        return redirect(url_for("auth.change_password"))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        errors = accounts.reset_password(user, form.password.data)
+        if not errors:
+            db.session.commit()
+            flash(f"{user.email} has a new password and was signed out everywhere. Tell them the new password.",
+                  "success")
+            return redirect(url_for("auth.users"))
+        _attach_errors(form, errors)
+    return render_template("auth/reset_password.html", user=user, form=form), 400 if form.errors else 200
 
 
 @bp.route("/users/<int:user_id>/remove", methods=["GET", "POST"])

@@ -118,8 +118,22 @@ def change_password(user: User, current: str, new: str) -> Errors:
         return {"current_password": ["This is not your current password."]}
     if len(new or "") < MIN_PASSWORD:
         return {"new_password": [f"Use at least {MIN_PASSWORD} characters."]}
-    user.set_password(new)
+    _replace_password(user, new)
     return {}
+
+
+def reset_password(user: User, new: str) -> Errors:
+    """An admin gives a team member a new password (they forgot theirs, or it leaked). The caller commits."""
+    if len(new or "") < MIN_PASSWORD:
+        return {"password": [f"Use at least {MIN_PASSWORD} characters."]}
+    _replace_password(user, new)
+    return {}
+
+
+def _replace_password(user: User, new: str) -> None:
+    """Every session signed in with the old password ends at its next request (User.get_id)."""
+    user.set_password(new)
+    user.session_version += 1
 
 
 def _token_hash(token: str) -> str:

@@ -417,6 +417,35 @@ class CampaignEnrollment(db.Model):
     contact: Mapped[Contact] = relationship()
 
 
+class ContactImport(db.Model):
+    """A CSV file of contacts being imported by a job, with its progress and the rows it could not take.
+    The file's text is kept only until the job has read it all."""
+
+    __tablename__ = "contact_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    started_by: Mapped[str] = mapped_column(String(320))
+    filename: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str | None] = mapped_column(String(100))  # applied to every imported contact
+    content: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default="queued")  # queued, running, done, failed
+    total_rows: Mapped[int] = mapped_column(default=0)
+    processed: Mapped[int] = mapped_column(default=0)
+    created: Mapped[int] = mapped_column(default=0)
+    updated: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    problems: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # the first rows refused, and why
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)  # moves with the progress
+    finished_at: Mapped[datetime | None]
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("done", "failed")
+
+
 SUBMISSION_STATUSES = ("pending", "processed", "spam", "invalid", "failed")
 SUBMISSION_SOURCES = ("hosted", "embed", "api")
 

@@ -387,7 +387,7 @@ def test_sweep_queues_messages_whose_job_was_lost_and_ends_interrupted_sends(api
     db.session.commit()
     from app.jobs.maintenance import sweep
     assert sweep() == {"webhooks": 0, "messages": 1, "interrupted": 1, "campaign_steps": 0,
-                       "signup_submissions": 0}  # nothing pending to drain
+                       "signup_submissions": 0, "contact_imports": 0}  # nothing pending to drain
     run_jobs()
     assert message(api, lost)["status"] == "sent"
     data = message(api, interrupted)

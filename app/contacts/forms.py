@@ -3,11 +3,19 @@ the same for these forms and the JSON API."""
 import json
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from wtforms import StringField, TextAreaField
 
 
 class TagForm(FlaskForm):
     name = StringField("Tag", description="A new or existing tag, e.g. “newsletter”.")
+
+
+class ImportForm(FlaskForm):
+    file = FileField("CSV file", description="A heading row, then one contact a row. Columns: name, first_name, "
+                                             "last_name, email, phone, tags (comma-separated); any other column "
+                                             "becomes a custom field. Up to 50,000 rows and 5 MB.")
+    tag = StringField("Tag every imported contact", description="Optional, e.g. “Imported 2026”.")
 
 
 class ActionForm(FlaskForm):

@@ -8,11 +8,13 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..pagination import requested_page
+from ..services import contact_imports
 from ..services import contacts as svc
 from . import bp
-from .forms import ActionForm, ContactForm, TagForm
+from .forms import ActionForm, ContactForm, ImportForm, TagForm
 
 PAGE_SIZE = 50
+FORM_ALLOWANCE = 100_000  # the import form's other fields and multipart framing
 
 
 @bp.before_request
@@ -49,6 +51,36 @@ def export():
     filename = f"contacts-{date.today().isoformat()}.csv"
     return Response(buffer.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@bp.url_value_preprocessor
+def allow_import_files(endpoint, values):
+    """An import file may be larger than the app's 1 MB. Set here because URL preprocessors run before
+    the app's before_request hooks (CSRF, the NUL check), which read the form."""
+    if endpoint == "contacts.import_contacts":
+        request.max_content_length = contact_imports.MAX_BYTES + FORM_ALLOWANCE
+
+
+@bp.route("/contacts/import", methods=["GET", "POST"])
+def import_contacts():
+    form = ImportForm()
+    if form.validate_on_submit():
+        upload = form.file.data
+        raw = upload.read(contact_imports.MAX_BYTES + 1) if upload else b""
+        job, errors = contact_imports.start(current_user, getattr(upload, "filename", ""), raw, form.tag.data)
+        if not errors:
+            return redirect(url_for("contacts.import_status", import_id=job.id))
+        for name, messages in errors.items():
+            form[name].errors = messages
+    return render_template("contacts/import.html", form=form,
+                           imports=contact_imports.recent(current_user.organization_id)), 400 if form.errors else 200
+
+
+@bp.get("/contacts/imports/<int:import_id>")
+def import_status(import_id):
+    job = contact_imports.get(current_user.organization_id, import_id) or abort(404)
+    template = "contacts/_import_status.html" if request.headers.get("HX-Request") else "contacts/import_status.html"
+    return render_template(template, job=job)
 
 
 @bp.get("/contacts/<int:contact_id>")

@@ -275,8 +275,11 @@ def test_every_page_is_clean(page, live_server, admin):
     campaign, errors = campaigns.create(admin.organization_id, {"name": "Welcome", "steps": [
         {"channel": "sms", "body": "Hi {{first_name|there}}"}]})
     assert not errors
+    from app.services import contacts
+    contact, _, errors = contacts.upsert_contact(admin.organization_id, {"email": "jane@example.com", "tags": ["VIP"]})
+    assert not errors
     db.session.commit()
-    integration_id, email, campaign_id = integration.id, admin.email, campaign.id
+    integration_id, email, campaign_id, contact_id = integration.id, admin.email, campaign.id, contact.id
     db.session.remove()  # the test thread holds no connection while the server works
 
     response = page.goto("/integrations")
@@ -298,6 +301,9 @@ def test_every_page_is_clean(page, live_server, admin):
     pages += [f"/integrations/new/{kind}" for kind in ("email", "sms", "whatsapp", "signup_page", "facebook")]
     pages += ["/platforms"]  # connected Meta accounts (the settings page above holds the Meta app)
     pages += ["/inbox", "/inbox?channel=whatsapp&q=nobody", "/inbox/stats"]  # the inbox, empty; its stats
+    pages += [f"/integrations/{integration_id}/messages", f"/integrations/{integration_id}/delivery",
+              f"/contacts/{contact_id}", f"/contacts/{contact_id}/edit", f"/contacts/{contact_id}/delete",
+              "/contacts/import", "/account/tokens"]
     for path in pages:
         response = page.goto(path)
         assert response.status == 200, path
@@ -306,6 +312,16 @@ def test_every_page_is_clean(page, live_server, admin):
         assert page.problems == [], (path, page.problems)
         if path in ("/integrations/stats", f"/integrations/{integration_id}/logs", "/users"):
             shot(page, "11-" + path.strip("/").replace("/", "-"))
+
+    # On a phone, no page is wider than the screen: wide tables scroll within their card.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in pages:
+        page.goto(path)
+        wider = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => !e.closest('.table-scroll')
+            && e.getBoundingClientRect().right > 391).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)""")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, (path, wider)
+    shot(page, "13-phone-account-tokens")  # the last page of the list
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # The provider select swaps the provider's fields in place through htmx.
     page.goto("/integrations/new/email")

@@ -51,6 +51,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .campaigns import bp as campaigns_bp
     from .cli import register_cli
     from .contacts import bp as contacts_bp
+    from .health import bp as health_bp
     from .inbox import bp as inbox_bp
     from .intake_gateway import IntakeGateway
     from .leads import bp as leads_bp
@@ -73,6 +74,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(meta_callbacks_bp)
     app.register_blueprint(media_bp)
     app.register_blueprint(inbox_bp)
+    app.register_blueprint(health_bp)
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     csrf.exempt(signup_public_bp)  # public forms: a signed form token and the API key prove the caller
     csrf.exempt(meta_callbacks_bp)  # Meta proves itself with a signed_request
@@ -90,7 +92,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.before_request
     def lead_to_first_run():
-        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "signup_public"):
+        if request.endpoint in ("static", "auth.setup") or request.blueprint in ("api", "signup_public", "health"):
             return None
         from .services.accounts import first_run_needed
         if not current_user.is_authenticated and first_run_needed():

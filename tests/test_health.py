@@ -30,11 +30,11 @@ def test_healthy_when_the_database_redis_and_a_worker_answer(app, admin):
                              "oldest_pending_webhooks_seconds": 0, "oldest_pending_signups_seconds": 0}
 
 
-def test_no_worker_or_an_old_backlog_is_degraded(app, api):
+def test_no_worker_or_an_old_backlog_is_degraded(app, api, admin):
     assert app.test_client().get("/healthz").json["status"] == "degraded"  # nobody listens on the queue
     integration = api.post("/api/integrations/", json={"integration_type": "sms", "name": "Texts",
                                                        "provider": "twilio"}).json
-    db.session.add(WebhookEvent(organization_id=1, integration_id=integration["id"], provider="twilio",
+    db.session.add(WebhookEvent(organization_id=admin.organization_id, integration_id=integration["id"], provider="twilio",
                                 dedup_key="old", url="https://switchboard.example.com/x", body=b"x",
                                 received_at=utcnow() - timedelta(minutes=10)))
     db.session.commit()

@@ -41,10 +41,6 @@ class RoleForm(FlaskForm):
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], validate_choice=False)
 
 
-class ActionForm(FlaskForm):
-    """A button that posts: CSRF token only."""
-
-
 class OrganizationForm(FlaskForm):
     name = StringField("Organisation name")
     default_country = SelectField("Default country for phone numbers", validate_choice=False,

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from ..extensions import db, limiter
 from ..models import User
 from ..services import accounts
+from ..forms import ActionForm
 from . import bp
-from .forms import (ActionForm, AddUserForm, LoginForm, OrganizationForm, PasswordForm, ResetPasswordForm, RoleForm,
-                    SetupForm, TokenForm)
+from .forms import AddUserForm, LoginForm, OrganizationForm, PasswordForm, ResetPasswordForm, RoleForm, SetupForm, TokenForm
 
 
 def _attach_errors(form, errors: dict[str, list[str]]) -> None:

@@ -68,6 +68,3 @@ class StepForm(FlaskForm):
             field = targets.get(name) or getattr(self, name, None) or self.channel
             field.errors = list(field.errors or []) + list(problems)
 
-
-class ActionForm(FlaskForm):
-    """A button that posts: CSRF token only."""

@@ -9,8 +9,9 @@ from ..models import CHANNELS, CampaignStep
 from ..pagination import requested_page
 from ..services import campaigns as svc
 from ..services import integrations as integrations_svc
+from ..forms import ActionForm
 from . import bp
-from .forms import CHANNEL_LABELS, FIRST_ACTIVE, ActionForm, CampaignForm, StepForm
+from .forms import CHANNEL_LABELS, FIRST_ACTIVE, CampaignForm, StepForm
 
 ENROLLMENTS_PAGE_SIZE = 50
 

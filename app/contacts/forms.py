@@ -18,10 +18,6 @@ class ImportForm(FlaskForm):
     tag = StringField("Tag every imported contact", description="Optional, e.g. “Imported 2026”.")
 
 
-class ActionForm(FlaskForm):
-    """A button that posts: CSRF token only."""
-
-
 class ContactForm(FlaskForm):
     """Staff's edit of a contact; values are checked by the service (contacts.edit_contact), as for the API."""
     name = StringField("Name")

@@ -10,8 +10,9 @@ from ..extensions import db
 from ..pagination import requested_page
 from ..services import contact_imports
 from ..services import contacts as svc
+from ..forms import ActionForm
 from . import bp
-from .forms import ActionForm, ContactForm, ImportForm, TagForm
+from .forms import ContactForm, ImportForm, TagForm
 
 PAGE_SIZE = 50
 FORM_ALLOWANCE = 100_000  # the import form's other fields and multipart framing

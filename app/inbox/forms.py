@@ -32,6 +32,3 @@ class ReplyForm(FlaskForm):
             upload = inbox.Upload(self.upload.data.read(), self.upload.data.filename, self.upload.data.mimetype)
         return data, upload, {}
 
-
-class ActionForm(FlaskForm):
-    """A button that posts: CSRF token only."""

@@ -21,8 +21,9 @@ from ..pagination import requested_page
 from ..providers.meta_messaging import size_words
 from ..services import inbox, meta_connect
 from ..services import inbox_pages as pages
+from ..forms import ActionForm
 from . import bp
-from .forms import ActionForm, ReplyForm
+from .forms import ReplyForm
 
 POLL_SECONDS = 3
 JOB_POLL_SECONDS = 1

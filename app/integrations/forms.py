@@ -50,10 +50,6 @@ class SendTestForm(FlaskForm):
         return data
 
 
-class ActionForm(FlaskForm):
-    """A button that posts: CSRF token only."""
-
-
 def attach_errors(form: FlaskForm, errors: dict[str, list[str]]) -> dict[str, list[str]]:
     """Put a service's errors on the form's fields, to show inline; return those of no field."""
     rest = {}

@@ -7,8 +7,9 @@ from ..pagination import requested_page
 from ..providers import INTEGRATION_TYPES
 from ..services import connection_tests, form_hints, message_stats, messaging, webhooks
 from ..services import integrations as svc
+from ..forms import ActionForm
 from . import bp
-from .forms import ActionForm, IntegrationForm, SendingIntegrationForm, SendTestForm, attach_errors, submitted_fields
+from .forms import IntegrationForm, SendingIntegrationForm, SendTestForm, attach_errors, submitted_fields
 
 HUB_ITEMS_PER_TYPE = 10
 TYPE_PAGE_SIZE = 50
@@ -86,10 +87,9 @@ def new(integration_type):
     provider = kind.provider(request.values.get("provider", "")) or kind.providers[0]
     form = IntegrationForm()
     field_errors: dict[str, list[str]] = {}
-    suggestions = form_hints.suggestions(current_user.organization_id, provider)
     if _is_htmx() and request.method == "GET":
         return render_template("integrations/_fields.html", provider=provider, values={}, secrets_set={},
-                               errors={}, suggestions=suggestions)
+                               errors={}, suggestions=form_hints.suggestions(current_user.organization_id, provider))
     values = submitted_fields(provider, request.form) if request.method == "POST" else {}
     if form.validate_on_submit():
         integration, field_errors = svc.create_integration(current_user.organization_id, current_user,
@@ -103,7 +103,8 @@ def new(integration_type):
         db.session.rollback()
     status = 400 if request.method == "POST" else 200
     return render_template("integrations/form.html", kind=kind, provider=provider, form=form, values=values,
-                           secrets_set={}, errors=field_errors, integration=None, suggestions=suggestions), status
+                           secrets_set={}, errors=field_errors, integration=None,
+                           suggestions=form_hints.suggestions(current_user.organization_id, provider)), status
 
 
 @bp.get("/integrations/<int:integration_id>")

@@ -6,11 +6,11 @@ from flask_login import current_user, login_required
 from markupsafe import Markup
 
 from ..extensions import db
-from ..integrations.forms import ActionForm
 from ..integrations.views import integration_helpers
 from ..providers.base import ProviderError
 from ..services import integrations as integrations_svc
 from ..services import leads
+from ..forms import ActionForm
 from . import bp
 from .forms import TARGET_CHOICES, ChooseFormForm, MappingJSONForm, mapping_rows
 

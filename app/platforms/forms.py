@@ -21,10 +21,6 @@ class WhatsAppForm(FlaskForm):
                                              "and whatsapp_business_management.")
 
 
-class ActionForm(FlaskForm):
-    """A button that posts: CSRF token only."""
-
-
 def attach_errors(form: FlaskForm, errors: dict[str, list[str]]) -> list[str]:
     """Put a service's errors on the form's fields; return those of no field, to show above the form."""
     rest = []

@@ -14,8 +14,9 @@ from ..models import Integration, utcnow
 from ..services import accounts as accounts_svc
 from ..services import meta_app, meta_connect, meta_tokens
 from ..services.meta_connect import ConnectError
+from ..forms import ActionForm
 from . import bp
-from .forms import ActionForm, MetaAppForm, PickPageForm, WhatsAppForm, attach_errors
+from .forms import MetaAppForm, PickPageForm, WhatsAppForm, attach_errors
 
 PANEL_REFRESH = "every 60s"  # the countdowns move on without a reload
 

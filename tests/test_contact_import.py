@@ -70,6 +70,30 @@ def test_an_import_whose_worker_died_goes_on_from_its_last_committed_row(app, br
     assert [c.email for c in db.session.query(Contact)] == ["b@example.com"]
 
 
+def test_an_import_whose_queued_job_was_lost_is_queued_again_and_runs_once(app, browser, run_jobs):
+    assert upload(browser, "email\na@example.com\nb@example.com\n", tag="").status_code == 302
+    job_id = db.session.query(ContactImport).one().id
+    queue = Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"]))
+    db.session.execute(update(ContactImport).values(updated_at=utcnow() - timedelta(minutes=3)))
+    db.session.commit()
+    assert maintenance.sweep()["contact_imports"] == 0 and queue.count == 1  # still waiting in the queue: left alone
+
+    queue.empty()  # Redis restarted without its data
+    assert maintenance.sweep()["contact_imports"] == 1 and queue.count == 1
+    assert maintenance.sweep()["contact_imports"] == 0  # queued again just now
+
+    # Another worker has taken it meanwhile: this copy of the job leaves it alone.
+    db.session.execute(update(ContactImport).values(status="running"))
+    db.session.commit()
+    assert contact_imports.run(job_id) == "taken or gone"
+    assert db.session.get(ContactImport, job_id, populate_existing=True).processed == 0
+    db.session.execute(update(ContactImport).values(status="queued"))
+    db.session.commit()
+    run_jobs()
+    job = db.session.get(ContactImport, job_id, populate_existing=True)
+    assert (job.status, job.created, job.updated) == ("done", 2, 0)
+
+
 def test_files_that_cannot_be_imported_are_refused_with_words_and_store_nothing(app, browser):
     cases = [("", "Choose a CSV file."),
              ("name,company\nJane,Acme\n", "one for email or phone"),

@@ -9,7 +9,8 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from rq.job import JobStatus
+from sqlalchemy import or_, select, update
 
 from ..extensions import db
 from ..models import ContactImport, User, utcnow
@@ -22,6 +23,7 @@ MAX_PROBLEMS = 100  # refused rows listed on the import's page; all are counted
 PROGRESS_EVERY = 100  # rows between commits of the progress
 JOB_TIMEOUT_SECONDS = 3600
 STALLED_AFTER = timedelta(minutes=10)  # a running import whose progress has not moved for this long lost its worker
+LOST_AFTER = timedelta(minutes=2)  # a queued import whose job is not in the queue this long after queueing lost it
 SOURCE = "import"
 # Column headings as spreadsheets name them, read as the contact's own fields; any other column is a custom field.
 HEADINGS = {
@@ -94,27 +96,48 @@ def start(user: User, filename: str, raw: bytes, tag: Any) -> tuple[ContactImpor
     return job, {}
 
 
+def rq_job_id(import_id: int) -> str:
+    return f"contact-import-{import_id}"
+
+
 def queue(job: ContactImport) -> bool:
     try:
-        task_queue().enqueue("app.jobs.contacts.run_import", job.id, job_timeout=JOB_TIMEOUT_SECONDS,
-                             result_ttl=600, failure_ttl=86400)
+        task_queue().enqueue("app.jobs.contacts.run_import", job.id, job_id=rq_job_id(job.id),
+                             job_timeout=JOB_TIMEOUT_SECONDS, result_ttl=600, failure_ttl=86400)
     except RedisError:
         return False
     return True
 
 
+def job_is_waiting(job: ContactImport) -> bool:
+    """Whether the import's job is still in Redis, waiting for a worker or taken by one. A Redis that
+    restarted without its data, or a queue emptied by hand, loses it."""
+    rq_job = task_queue().fetch_job(rq_job_id(job.id))
+    return rq_job is not None and rq_job.get_status(refresh=False) in (
+        JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED)
+
+
 def resume_stalled() -> int:
     """Every minute (maintenance sweep): an import whose worker died goes on from its last committed
-    row (rows are upserts, so one done twice changes nothing)."""
-    stalled = db.session.scalars(select(ContactImport).where(ContactImport.status == "running",
-                                                             ContactImport.updated_at < utcnow() - STALLED_AFTER)).all()
-    for job in stalled:
+    row (rows are upserts, so one done twice changes nothing), and one whose queued job was lost is
+    queued again. Redis being down leaves both for the next sweep."""
+    now = utcnow()
+    candidates = db.session.scalars(select(ContactImport).where(or_(
+        (ContactImport.status == "running") & (ContactImport.updated_at < now - STALLED_AFTER),
+        (ContactImport.status == "queued") & (ContactImport.updated_at < now - LOST_AFTER)))).all()
+    resumed = 0
+    for job in candidates:
+        try:
+            if job.status == "queued" and job_is_waiting(job):
+                continue
+        except RedisError:
+            break
         job.status = "queued"
         db.session.commit()
         if not queue(job):
-            job.status = "running"  # tried again at the next sweep
-            db.session.commit()
-    return len(stalled)
+            break  # still "queued", with its job lost: the next sweep tries again
+        resumed += 1
+    return resumed
 
 
 def contact_data(headings: list[str], row: list[str], tag: str | None) -> dict[str, Any]:
@@ -137,11 +160,13 @@ def contact_data(headings: list[str], row: list[str], tag: str | None) -> dict[s
 
 def run(import_id: int) -> str:
     """The job: upsert each row not yet done (a job run again after a crash resumes), then forget the file."""
-    job = db.session.get(ContactImport, import_id)
-    if job is None or job.done:
-        return "gone"
-    job.status = "running"
+    # The claim: an import queued twice (its job thought lost, then found) runs once.
+    claimed = db.session.execute(update(ContactImport).where(ContactImport.id == import_id, ContactImport.status == "queued")
+                                 .values(status="running", updated_at=utcnow())).rowcount
     db.session.commit()
+    if claimed != 1:
+        return "taken or gone"
+    job = db.session.get(ContactImport, import_id, populate_existing=True)
     headings, rows, _ = read_table(job.content.encode())  # checked when the import started
     for number, row in enumerate(rows[job.processed:], start=job.processed + 1):
         contact, created, row_errors = contacts.upsert_contact(job.organization_id, contact_data(headings, row, job.tag),
